@@ -1,0 +1,179 @@
+"""Command line: argument parsing only; each command calls one library function."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from captioner.errors import CaptionerError
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML preset, e.g. configs/default.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set train.epochs=20 (repeatable)")
+
+
+def _config(args: argparse.Namespace):
+    from captioner.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def command_prepare(args: argparse.Namespace) -> int:
+    from captioner.data.flickr import prepare
+
+    config = _config(args)
+    summary = prepare(args.data or config.data.data_dir, args.out or config.data.prepared_dir,
+                      min_word_count=config.data.min_word_count)
+    summary["missing_images"] = len(summary["missing_images"])
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def command_features(args: argparse.Namespace) -> int:
+    from captioner.pipeline import extract_prepared_features
+
+    config = _config(args)
+    if args.encoder:
+        config.encoder.name = args.encoder
+    cache = extract_prepared_features(config)
+    print(f"features cached in {cache.folder}")
+    return 0
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from captioner.train import train
+
+    config = _config(args)
+    if args.run:
+        config.run_dir = args.run
+    result = train(config)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from captioner.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.run, split=args.split, beam_size=args.beam, length_penalty=args.length_penalty,
+                           max_images=args.max_images, output_dir=args.out)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def command_caption(args: argparse.Namespace) -> int:
+    from captioner.data.images import list_images
+    from captioner.inference import Captioner
+
+    captioner = Captioner.load(args.run)
+    inputs: list[Path] = []
+    for raw in args.images:
+        path = Path(raw)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                print(f"error: {path}: no images in this folder", file=sys.stderr)
+            inputs += found
+        else:
+            inputs.append(path)
+    if not inputs:
+        print("error: nothing to caption", file=sys.stderr)
+        return 1
+    results = captioner.caption_many(inputs, beam_size=args.beam, n_best=args.n_best, batch_size=args.batch_size)
+    failed = 0
+    records = []
+    for path, result in zip(inputs, results):
+        if isinstance(result, Exception):
+            failed += 1
+            records.append({"image": str(path), "error": str(result)})
+            if not args.json:
+                print(f"error: {result}", file=sys.stderr)
+            continue
+        records.append({"image": str(path), **result.to_dict()})
+        if args.json:
+            continue
+        if args.n_best == 1:
+            print(f"{path}\t{result.text}")
+        else:
+            print(str(path))
+            for candidate in [result, *result.alternatives]:
+                print(f"  {candidate.log_probability:8.3f}  {candidate.text}")
+    if args.json:
+        print(json.dumps(records, indent=2))
+    if failed:
+        print(f"{failed} of {len(inputs)} images failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    from captioner.web.app import serve
+
+    serve(args.run, host=args.host, port=args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="captioner", description="Write an English sentence describing a photo.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    prepare = commands.add_parser("prepare", help="read Flickr8k, write prepared captions and vocabulary")
+    prepare.add_argument("--data", help="Flickr8k folder (default: $FLICKR8K_DIR or ../shared/flickr8k)")
+    prepare.add_argument("--out", help="where to write (default: data.prepared_dir)")
+    _add_config_arguments(prepare)
+    prepare.set_defaults(handler=command_prepare)
+
+    features = commands.add_parser("features", help="extract and cache grid features for the prepared images")
+    features.add_argument("--encoder", help="encoder name (default: encoder.name of the config)")
+    _add_config_arguments(features)
+    features.set_defaults(handler=command_features)
+
+    train = commands.add_parser("train", help="train a decoder; resumes a killed run in the same run folder")
+    train.add_argument("--run", help="run folder (default: run_dir of the config)")
+    _add_config_arguments(train)
+    train.set_defaults(handler=command_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a run on a split; writes metrics.json, report.md, pictures")
+    evaluate.add_argument("run")
+    evaluate.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    evaluate.add_argument("--beam", type=int, default=None, help="beam size (default: the run's decode.beam_size)")
+    evaluate.add_argument("--length-penalty", type=float, default=None)
+    evaluate.add_argument("--max-images", type=int, default=0, help="score only the first N images (0: all)")
+    evaluate.add_argument("--out", help="output folder (default: RUN/eval-SPLIT)")
+    evaluate.set_defaults(handler=command_evaluate)
+
+    caption = commands.add_parser("caption", help="caption images or folders of images")
+    caption.add_argument("run")
+    caption.add_argument("images", nargs="+", help="image files or folders")
+    caption.add_argument("--beam", type=int, default=None)
+    caption.add_argument("--n-best", type=int, default=1)
+    caption.add_argument("--batch-size", type=int, default=16)
+    caption.add_argument("--json", action="store_true", help="print JSON instead of text")
+    caption.set_defaults(handler=command_caption)
+
+    serve = commands.add_parser("serve", help="web page and HTTP API")
+    serve.add_argument("run")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=command_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return args.handler(args)
+    except CaptionerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Typed configuration: dataclasses, loaded from YAML presets with `--set section.key=value` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from captioner.errors import CaptionerError
+
+
+def default_data_dir() -> str:
+    """Flickr8k location: $FLICKR8K_DIR, else the shared copy beside the project."""
+    return os.environ.get("FLICKR8K_DIR", "../shared/flickr8k")
+
+
+@dataclass
+class DataConfig:
+    data_dir: str = field(default_factory=default_data_dir)
+    prepared_dir: str = "data/prepared"
+    min_word_count: int = 5
+    max_caption_length: int = 30  # words; longer training captions are cut (not dropped)
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "efficientnet-lite2"
+    cache_dir: str = "data/features"
+    batch_size: int = 32
+
+
+@dataclass
+class ModelConfig:
+    type: str = "lstm-attention"
+    embed_dim: int = 512
+    feature_dim: int = 512  # encoder channels are projected to this once per image
+    attention_dim: int = 512
+    hidden_dim: int = 512
+    dropout: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    images_per_batch: int = 32  # every caption of each image goes in the batch
+    learning_rate: float = 4e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    lr_schedule: str = "cosine"  # cosine | constant
+    grad_clip: float = 5.0
+    label_smoothing: float = 0.0
+    attention_regularisation: float = 1.0  # lambda of the doubly stochastic penalty
+    early_stopping_patience: int = 4  # epochs without a better dev CIDEr
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    max_train_images: int = 0  # 0: all; smaller for smoke runs and tests
+    max_dev_images: int = 0
+
+
+@dataclass
+class DecodeConfig:
+    beam_size: int = 3
+    max_length: int = 30
+    length_penalty: float = 0.0  # alpha in score / length**alpha; 0 keeps raw log-probabilities
+    n_best: int = 1
+
+
+@dataclass
+class Config:
+    run_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _known_keys(section: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        if dataclasses.is_dataclass(value):
+            keys += _known_keys(value, f"{prefix}{item.name}.")
+        else:
+            keys.append(f"{prefix}{item.name}")
+    return keys
+
+
+def _set(config: Config, dotted_key: str, value: Any) -> None:
+    """Set one dotted key, refusing keys that do not exist and values of the wrong type."""
+    target: Any = config
+    parts = dotted_key.split(".")
+    for part in parts[:-1]:
+        child = getattr(target, part, None)
+        if not dataclasses.is_dataclass(child):
+            raise CaptionerError(f"unknown config key '{dotted_key}'; known keys: {', '.join(_known_keys(config))}")
+        target = child
+    names = {item.name: item for item in dataclasses.fields(target)}
+    if parts[-1] not in names or dataclasses.is_dataclass(getattr(target, parts[-1])):
+        raise CaptionerError(f"unknown config key '{dotted_key}'; known keys: {', '.join(_known_keys(config))}")
+    current = getattr(target, parts[-1])
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise CaptionerError(f"config key '{dotted_key}' expects true/false, got {value!r}")
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, type(current)):
+        raise CaptionerError(f"config key '{dotted_key}' expects {type(current).__name__}, got {value!r}")
+    setattr(target, parts[-1], value)
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_from_dict(mapping: dict[str, Any]) -> Config:
+    config = Config()
+    for key, value in _flatten(mapping).items():
+        _set(config, key, value)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML preset (or the defaults) and apply `section.key=value` overrides."""
+    mapping: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise CaptionerError(f"config file not found: {path}")
+        try:
+            mapping = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise CaptionerError(f"config file {path} is not valid YAML: {error}".splitlines()[0]) from None
+        if not isinstance(mapping, dict):
+            raise CaptionerError(f"config file {path} must hold a mapping of sections, got {type(mapping).__name__}")
+    config = config_from_dict(mapping)
+    for override in overrides or []:
+        if "=" not in override:
+            raise CaptionerError(f"override must look like section.key=value, got '{override}'")
+        key, raw = override.split("=", 1)
+        _set(config, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return config

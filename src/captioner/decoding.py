@@ -1,0 +1,124 @@
+"""Greedy and batched beam search over a decoder's `init_state` / `step` interface."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Hypothesis:
+    token_ids: list[int]  # words only, without <start>/<end>
+    log_probability: float  # sum of the token log-probabilities, <end> included when emitted
+    score: float  # what the hypotheses were ranked by (length-normalised when asked)
+    attention: torch.Tensor  # (steps, pixels): one row per emitted token, <end> included when emitted
+    finished: bool  # False when the caption hit max_length without <end>
+
+
+def _normalised(log_probability: float, length: int, length_penalty: float) -> float:
+    return log_probability / (max(length, 1) ** length_penalty) if length_penalty else log_probability
+
+
+@torch.inference_mode()
+def greedy_decode(decoder, grid: torch.Tensor, *, start_id: int, end_id: int, max_length: int = 30) -> list[Hypothesis]:
+    """Most likely word at each step, for a batch of images; (images, pixels, channels) -> one hypothesis each."""
+    state = decoder.init_state(grid)
+    images = grid.shape[0]
+    tokens = torch.full((images,), start_id, dtype=torch.long)
+    chosen, attentions, log_probs = [], [], []
+    running = torch.ones(images, dtype=torch.bool)
+    for _ in range(max_length + 1):  # max_length words, then <end>
+        step_log_probs, state, weights = decoder.step(state, tokens)  # (images, vocab), (images, pixels)
+        best_log_prob, tokens = step_log_probs.max(dim=1)
+        chosen.append(tokens)
+        attentions.append(weights)
+        log_probs.append(torch.where(running, best_log_prob, torch.zeros_like(best_log_prob)))
+        running &= tokens != end_id
+        if not running.any():
+            break
+    chosen_ids = torch.stack(chosen, dim=1)  # (images, steps)
+    attention = torch.stack(attentions, dim=1)  # (images, steps, pixels)
+    total = torch.stack(log_probs, dim=1).sum(dim=1)  # (images,)
+    results = []
+    for row in range(images):
+        ids = chosen_ids[row].tolist()
+        finished = end_id in ids[: max_length + 1]
+        words = ids[: ids.index(end_id)] if finished else ids[:max_length]
+        steps = len(words) + (1 if finished else 0)
+        value = float(total[row])
+        results.append(Hypothesis(words, value, value, attention[row, :steps].clone(), finished))
+    return results
+
+
+@torch.inference_mode()
+def beam_search(
+    decoder,
+    grid: torch.Tensor,
+    *,
+    start_id: int,
+    end_id: int,
+    beam_size: int = 3,
+    max_length: int = 30,
+    length_penalty: float = 0.0,
+    n_best: int = 1,
+) -> list[list[Hypothesis]]:
+    """Beam search for a batch of images at once; returns the `n_best` best hypotheses per image.
+
+    Hypotheses are ranked by log-probability / length**length_penalty (length counts <end>).
+    A beam that reaches `max_length` words without <end> is kept as an unfinished caption.
+    """
+    if beam_size < 1 or n_best < 1:
+        raise ValueError(f"beam_size and n_best must be >= 1, got {beam_size} and {n_best}")
+    n_best = min(n_best, beam_size)
+    images = grid.shape[0]
+    state = decoder.init_state(grid).select(torch.arange(images).repeat_interleave(beam_size))  # (images*beam) rows
+    # only the first beam is live at the start, so the first step does not pick the same word K times
+    beam_scores = torch.full((images, beam_size), float("-inf"))
+    beam_scores[:, 0] = 0.0
+    tokens = torch.full((images * beam_size,), start_id, dtype=torch.long)
+    history = torch.empty((images * beam_size, 0), dtype=torch.long)
+    attention_history = torch.empty((images * beam_size, 0, grid.shape[1]))
+    finished: list[list[Hypothesis]] = [[] for _ in range(images)]
+    done = [False] * images
+    for step in range(max_length + 1):
+        log_probs, state, weights = decoder.step(state, tokens)  # (images*beam, vocab), (images*beam, pixels)
+        vocab = log_probs.shape[1]
+        if step == max_length:  # out of room: only <end> may follow
+            forced = torch.full_like(log_probs, float("-inf"))
+            forced[:, end_id] = log_probs[:, end_id]
+            log_probs = forced
+        totals = (beam_scores.view(-1, 1) + log_probs).view(images, beam_size * vocab)
+        candidate_scores, candidate_ids = totals.topk(2 * beam_size, dim=1)  # (images, 2*beam)
+        origins = candidate_ids // vocab  # which beam each candidate extends
+        words = candidate_ids % vocab
+        is_end = words == end_id
+        rows = torch.arange(images).unsqueeze(1) * beam_size + origins  # (images, 2*beam) flat rows
+        # hypotheses that end among the top `beam` candidates are finished
+        for image, rank in (is_end[:, :beam_size] & torch.isfinite(candidate_scores[:, :beam_size])).nonzero().tolist():
+            if done[image]:
+                continue
+            row = int(rows[image, rank])
+            ids = history[row].tolist()
+            value = float(candidate_scores[image, rank])
+            attention = torch.cat([attention_history[row], weights[row].unsqueeze(0)])
+            hypothesis = Hypothesis(ids, value, _normalised(value, len(ids) + 1, length_penalty), attention, step < max_length)
+            finished[image].append(hypothesis)
+        # the best `beam` candidates that do not end carry on
+        order = (is_end.long() * (2 * beam_size) + torch.arange(2 * beam_size)).argsort(dim=1)[:, :beam_size]
+        keep_rows = rows.gather(1, order).view(-1)  # (images*beam,)
+        beam_scores = candidate_scores.gather(1, order)
+        beam_scores = torch.where(is_end.gather(1, order), torch.full_like(beam_scores, float("-inf")), beam_scores)
+        tokens = words.gather(1, order).view(-1)
+        history = torch.cat([history[keep_rows], tokens.unsqueeze(1)], dim=1)
+        attention_history = torch.cat([attention_history[keep_rows], weights[keep_rows].unsqueeze(1)], dim=1)
+        state = state.select(keep_rows)
+        for image in range(images):
+            if len(finished[image]) >= beam_size:
+                done[image] = True
+        if all(done):
+            break
+    results = []
+    for image in range(images):
+        ranked = sorted(finished[image], key=lambda hypothesis: hypothesis.score, reverse=True)
+        results.append(ranked[:n_best])
+    return results

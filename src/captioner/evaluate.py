@@ -1,0 +1,104 @@
+"""Score a run on a split with beam search; write metrics.json, report.md, a sample grid and an attention picture."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from captioner.checkpoint import read_json
+from captioner.data.flickr import load_prepared
+from captioner.data.images import load_image
+from captioner.errors import CaptionerError
+from captioner.inference import Captioner
+from captioner.io import atomic_write_json, atomic_write_text
+from captioner.metrics import METRIC_NAMES, score_captions
+from captioner.pipeline import open_prepared_features
+
+log = logging.getLogger(__name__)
+
+# Xu et al. 2015, Table 1, Flickr8k (BLEU and METEOR only; the paper reports no ROUGE-L or CIDEr)
+PUBLISHED_FLICKR8K = {
+    "Show, Attend and Tell, soft (Xu et al. 2015)": {"BLEU-1": 0.670, "BLEU-2": 0.448, "BLEU-3": 0.299, "BLEU-4": 0.195, "METEOR": 0.1893},
+    "Show, Attend and Tell, hard (Xu et al. 2015)": {"BLEU-1": 0.670, "BLEU-2": 0.457, "BLEU-3": 0.314, "BLEU-4": 0.213, "METEOR": 0.2030},
+}
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def write_report(path: Path, run_name: str, split: str, metrics: dict[str, Any]) -> None:
+    columns = [*METRIC_NAMES, "SPICE"]
+    lines = [
+        f"# Evaluation of `{run_name}` on the Flickr8k {split} split",
+        "",
+        f"{metrics['images']} images, {metrics['references_per_image']:.1f} references each; beam size {metrics['beam_size']}, "
+        f"length penalty {metrics['length_penalty']}; scores in percent (pycocoevalcap, PTB tokenizer).",
+        "",
+        "| system | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+        f"| **captioner `{run_name}`** | " + " | ".join(_percent(metrics["scores"].get(name)) for name in columns) + " |",
+    ]
+    for system, scores in PUBLISHED_FLICKR8K.items():
+        lines.append(f"| {system} | " + " | ".join(_percent(scores.get(name)) for name in columns) + " |")
+    if metrics["scores"].get("SPICE") is None:
+        lines += ["", f"SPICE: unavailable ({metrics['spice_unavailable']})."]
+    lines += ["", f"Decoding took {metrics['decode_seconds']:.1f} s for {metrics['images']} images.", "",
+              "![samples](samples.png)", "", "![attention](attention.png)", ""]
+    atomic_write_text(path, "\n".join(lines))
+
+
+def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | None = None, length_penalty: float | None = None,
+                 max_images: int = 0, output_dir: str | Path | None = None, pictures: bool = True) -> dict[str, Any]:
+    """Caption every image of `split` from the cached features, score, and write the report files."""
+    from captioner.metrics import spice_unavailable_reason
+    from captioner.viz import plot_attention, plot_samples
+
+    captioner = Captioner.load(run_dir)
+    config = captioner.config
+    beam_size = beam_size or config.decode.beam_size
+    length_penalty = config.decode.length_penalty if length_penalty is None else length_penalty
+    images_dir, splits, _ = load_prepared(config.data.prepared_dir)
+    references_by_image = splits.get(split, {})
+    cache = open_prepared_features(config)
+    names = cache.available(sorted(references_by_image))
+    if max_images:
+        names = names[:max_images]
+    if not names:
+        raise CaptionerError(f"no {split} images with cached features for {run_dir}")
+    started = time.perf_counter()
+    captions = {}
+    for start in range(0, len(names), 50):
+        batch = names[start : start + 50]
+        for name, caption in zip(batch, captioner.decode(cache.load(batch), beam_size=beam_size, length_penalty=length_penalty)):
+            captions[name] = caption
+    decode_seconds = time.perf_counter() - started
+    references = {name: [" ".join(words) for words in references_by_image[name]] for name in names}
+    scores = score_captions(references, {name: captions[name].text for name in names})
+    metrics = {
+        "run": str(run_dir), "split": split, "images": len(names),
+        "references_per_image": float(np.mean([len(refs) for refs in references.values()])),
+        "beam_size": beam_size, "length_penalty": length_penalty, "scores": scores,
+        "spice_unavailable": spice_unavailable_reason(), "decode_seconds": decode_seconds,
+    }
+    output_dir = Path(output_dir) if output_dir else Path(run_dir) / f"eval-{split}"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(output_dir / "metrics.json", metrics)
+    atomic_write_json(output_dir / "captions.json", {name: captions[name].text for name in names})
+    run_name = Path(run_dir).name
+    write_report(output_dir / "report.md", run_name, split, metrics)
+    if pictures:
+        samples = [(load_image(images_dir / name), captions[name].text, references[name]) for name in names[:12]]
+        plot_samples(samples, output_dir / "samples.png")
+        first = captions[names[0]]
+        plot_attention(load_image(images_dir / names[0]), first.tokens, first.attention.reshape(len(first.attention), -1),
+                       output_dir / "attention.png")
+    # the run's own metrics.json records the latest score per split
+    run_metrics_path = Path(run_dir) / "metrics.json"
+    run_metrics = read_json(run_metrics_path) if run_metrics_path.is_file() else {}
+    run_metrics[split] = {key: metrics[key] for key in ("images", "beam_size", "length_penalty", "scores")}
+    atomic_write_json(run_metrics_path, run_metrics)
+    return metrics

@@ -1,0 +1,134 @@
+"""Batched grid-feature extraction into an on-disk float16 cache that survives a kill.
+
+A cache is a folder `<cache_dir>/<encoder>-<hash of the image list>/` holding
+`features.f16` (a raw (images, pixels, channels) float16 memmap), `index.json` (encoder, weights
+hash, shape, image names) and `progress.json` (how many leading images are done, which failed).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from captioner.data.images import load_image
+from captioner.encoders import Encoder, encoder_spec
+from captioner.errors import CaptionerError, ImageError
+from captioner.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def cache_folder(cache_dir: str | Path, encoder_name: str, image_names: list[str]) -> Path:
+    digest = hashlib.sha256("\n".join(image_names).encode()).hexdigest()[:10]
+    return Path(cache_dir) / f"{encoder_name}-{digest}"
+
+
+class FeatureCache:
+    """Read side of a finished (or partial) cache: features by image name."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        try:
+            self.index = json.loads((self.folder / "index.json").read_text())
+            self.progress = json.loads((self.folder / "progress.json").read_text())
+            shape = tuple(self.index["shape"])
+            self.features = np.memmap(self.folder / "features.f16", dtype=np.float16, mode="r", shape=shape)
+        except FileNotFoundError:
+            raise CaptionerError(f"no feature cache in {self.folder}; run `captioner features` first") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise CaptionerError(f"feature cache in {self.folder} is corrupt; delete it and rerun `captioner features`") from None
+        self.row = {name: row for row, name in enumerate(self.index["images"])}
+
+    @property
+    def encoder_name(self) -> str:
+        return self.index["encoder"]
+
+    @property
+    def complete(self) -> bool:
+        return self.progress["completed"] == len(self.index["images"])
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return self.progress["failed"]
+
+    def available(self, names: list[str]) -> list[str]:
+        """The names whose features were extracted (not failed, not pending)."""
+        done = self.progress["completed"]
+        return [name for name in names if name in self.row and self.row[name] < done and name not in self.failed]
+
+    def load(self, names: list[str]) -> torch.Tensor:
+        """(len(names), pixels, channels) float16 tensor, read into memory."""
+        rows = [self.row[name] for name in names]
+        return torch.from_numpy(np.ascontiguousarray(self.features[rows]))
+
+
+def extract_features(
+    image_names: list[str],
+    images_dir: str | Path,
+    *,
+    encoder_name: str,
+    cache_dir: str | Path,
+    batch_size: int = 32,
+    show_progress: bool = True,
+) -> FeatureCache:
+    """Encode every image into the cache, resuming where a killed run stopped; returns the cache."""
+    spec = encoder_spec(encoder_name)
+    folder = cache_folder(cache_dir, encoder_name, image_names)
+    folder.mkdir(parents=True, exist_ok=True)
+    encoder = Encoder(encoder_name)
+    shape = (len(image_names), spec.grid_size**2, spec.channels)
+    index = {"encoder": encoder_name, "weights_sha256": encoder.weights_sha256, "shape": shape, "images": image_names}
+    progress = {"completed": 0, "failed": {}}
+    features_path = folder / "features.f16"
+    if (folder / "index.json").is_file() and (folder / "progress.json").is_file() and features_path.is_file():
+        try:
+            previous = json.loads((folder / "index.json").read_text())
+            if previous == json.loads(json.dumps(index)):
+                progress = json.loads((folder / "progress.json").read_text())
+        except json.JSONDecodeError:
+            log.warning("feature cache %s had a corrupt index; starting it again", folder)
+    if progress["completed"] == 0 or not features_path.is_file():
+        progress = {"completed": 0, "failed": {}}
+        features_path.unlink(missing_ok=True)
+        atomic_write_json(folder / "index.json", index)
+        atomic_write_json(folder / "progress.json", progress)
+    features = np.memmap(features_path, dtype=np.float16, mode="r+" if features_path.is_file() else "w+", shape=shape)
+
+    images_dir = Path(images_dir)
+    start = progress["completed"]
+    started = time.perf_counter()
+    bar = tqdm(total=len(image_names), initial=start, unit="img", desc=f"features {encoder_name}", disable=not show_progress)
+    for batch_start in range(start, len(image_names), batch_size):
+        names = image_names[batch_start : batch_start + batch_size]
+        pixels, rows = [], []
+        for offset, name in enumerate(names):
+            try:
+                pixels.append(encoder.preprocess(load_image(images_dir / name)))
+                rows.append(batch_start + offset)
+            except ImageError as error:
+                progress["failed"][name] = str(error)
+                log.warning("skipping image: %s", error)
+        if pixels:
+            grid = encoder.encode(torch.stack(pixels))  # (batch, pixels, channels)
+            features[rows] = grid.numpy().astype(np.float16)
+            features.flush()
+        # progress is written only after the rows are on disk, so a kill redoes at most one batch
+        progress["completed"] = batch_start + len(names)
+        atomic_write_json(folder / "progress.json", progress)
+        bar.update(len(names))
+    bar.close()
+    elapsed = time.perf_counter() - started
+    done = len(image_names) - start
+    if done:
+        log.info("extracted %d images in %.1f s (%.1f images/s)", done, elapsed, done / max(elapsed, 1e-9))
+        print(f"feature extraction: {done} images in {elapsed:.1f} s, {done / max(elapsed, 1e-9):.1f} images/s")
+    if progress["failed"]:
+        print(f"{len(progress['failed'])} images could not be read and were skipped: {', '.join(list(progress['failed'])[:5])}")
+    del features
+    return FeatureCache(folder)

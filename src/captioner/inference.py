@@ -1,0 +1,120 @@
+"""Python API: `Captioner.load(run).caption([path, pil_image, raw_bytes])`."""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from captioner.checkpoint import load_run
+from captioner.data.images import ImageInput, describe, load_image
+from captioner.decoding import Hypothesis, beam_search
+from captioner.encoders import Encoder
+from captioner.errors import ImageError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Caption:
+    text: str
+    tokens: list[str]
+    log_probability: float  # natural log of the caption's probability under the model
+    score: float  # the beam's ranking score (log-probability, length-normalised when asked)
+    attention: np.ndarray  # (len(tokens) + 1, grid, grid): where the model looked for each word and <end>
+    finished: bool = True  # False when the caption hit the length limit before <end>
+    alternatives: list["Caption"] = field(default_factory=list)  # the other n-best candidates
+
+    def to_dict(self, *, attention: bool = False) -> dict[str, Any]:
+        record: dict[str, Any] = {"text": self.text, "log_probability": round(self.log_probability, 4),
+                                  "score": round(self.score, 4), "tokens": self.tokens}
+        if attention:
+            record["attention"] = np.round(self.attention, 4).tolist()
+        if self.alternatives:
+            record["alternatives"] = [item.to_dict(attention=attention) for item in self.alternatives]
+        return record
+
+
+class Captioner:
+    """A trained run ready to caption images: encoder + decoder + vocabulary + decoding defaults."""
+
+    def __init__(self, run_dir: str | Path):
+        run = load_run(run_dir)
+        self.run_dir = Path(run_dir)
+        self.config = run.config
+        self.info = run.info
+        self.vocabulary = run.vocabulary
+        self.decoder = run.decoder
+        self.encoder = Encoder(run.config.encoder.name)
+        if self.encoder.weights_sha256 != run.info["encoder"].get("weights_sha256"):
+            log.warning("encoder weights differ from the ones this run was trained with; captions may be worse")
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "Captioner":
+        return cls(run_dir)
+
+    def encode(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Images -> (batch, pixels, channels) grid; raises ImageError for the first bad one."""
+        pixels = torch.stack([self.encoder.preprocess(load_image(image)) for image in images])
+        return self.encoder.encode(pixels)
+
+    def decode(self, grid: torch.Tensor, *, beam_size: int | None = None, n_best: int = 1,
+               length_penalty: float | None = None, max_length: int | None = None) -> list[Caption]:
+        """Grid features -> the best caption per image, with the other n-best as `alternatives`."""
+        decode = self.config.decode
+        beam_size = beam_size or decode.beam_size
+        if n_best > beam_size:
+            beam_size = n_best
+        results = beam_search(
+            self.decoder, grid, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id,
+            beam_size=beam_size, n_best=n_best,
+            length_penalty=decode.length_penalty if length_penalty is None else length_penalty,
+            max_length=max_length or decode.max_length,
+        )
+        captions = []
+        for hypotheses in results:
+            converted = [self._to_caption(hypothesis) for hypothesis in hypotheses]
+            best = converted[0]
+            best.alternatives = converted[1:]
+            captions.append(best)
+        return captions
+
+    def _to_caption(self, hypothesis: Hypothesis) -> Caption:
+        words = self.vocabulary.decode(hypothesis.token_ids)
+        grid = int(round(math.sqrt(hypothesis.attention.shape[1])))
+        attention = hypothesis.attention.numpy().reshape(-1, grid, grid)
+        return Caption(" ".join(words), words, hypothesis.log_probability, hypothesis.score, attention, hypothesis.finished)
+
+    def caption(self, images: ImageInput | Sequence[ImageInput], **options: Any) -> list[Caption]:
+        """Caption one image or a list (paths, PIL images, raw bytes); raises ImageError on a bad one."""
+        if isinstance(images, (str, Path, bytes, bytearray)) or not isinstance(images, Sequence):
+            images = [images]
+        results = self.caption_many(images, **options)
+        for result in results:
+            if isinstance(result, ImageError):
+                raise result
+        return results  # type: ignore[return-value]
+
+    def caption_many(self, images: Sequence[ImageInput], *, batch_size: int = 16, **options: Any) -> list[Caption | ImageError]:
+        """Caption every image, in batches; a bad image gives its ImageError in its place, the rest go on."""
+        results: list[Caption | ImageError] = [ImageError("not captioned")] * len(images)
+        for start in range(0, len(images), batch_size):
+            pixels, positions = [], []
+            for position in range(start, min(start + batch_size, len(images))):
+                try:
+                    pixels.append(self.encoder.preprocess(load_image(images[position])))
+                    positions.append(position)
+                except ImageError as error:
+                    results[position] = error
+                except Exception as error:  # never let one odd input sink the batch
+                    results[position] = ImageError(f"{describe(images[position])}: {type(error).__name__}: {error}")
+            if pixels:
+                grid = self.encoder.encode(torch.stack(pixels))
+                for position, caption in zip(positions, self.decode(grid, **options)):
+                    results[position] = caption
+        return results

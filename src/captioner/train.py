@@ -1,0 +1,224 @@
+"""Training loop: teacher forcing on cached features, dev validation each epoch, best checkpoint, resume.
+
+Every epoch seeds its own shuffling and dropout from (seed, epoch), so a run killed and resumed
+gives the same weights as one that never stopped.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from captioner.checkpoint import load_trainer_state, read_json, save_tensors, save_trainer_state, write_run_info
+from captioner.config import Config
+from captioner.data.flickr import load_prepared
+from captioner.data.text import Vocabulary
+from captioner.decoding import greedy_decode
+from captioner.errors import CaptionerError
+from captioner.io import atomic_write_text
+from captioner.metrics import fast_scores
+from captioner.model import build_decoder
+from captioner.pipeline import open_prepared_features
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ("epoch", "learning_rate", "train_loss", "dev_loss", "dev_token_accuracy", "dev_BLEU-4", "dev_CIDEr", "epoch_seconds")
+# keys that may differ between a run and its resumption
+RESUMABLE_CHANGES = {"epochs", "early_stopping_patience", "threads"}
+
+
+class CaptionBatches:
+    """Images with all their captions, batched; captions sorted longest first as the decoder wants."""
+
+    def __init__(self, names: list[str], grid: torch.Tensor, captions: dict[str, list[list[str]]], vocabulary: Vocabulary, max_length: int):
+        self.names = names
+        self.grid = grid  # (images, pixels, channels) float16
+        self.captions = [[vocabulary.encode(words, max_length=max_length) for words in captions[name]] for name in names]
+        self.references = [[" ".join(words) for words in captions[name]] for name in names]
+
+    def batches(self, images_per_batch: int, *, shuffle_seed: int | None = None):
+        order = np.arange(len(self.names))
+        if shuffle_seed is not None:
+            np.random.default_rng(shuffle_seed).shuffle(order)
+        for start in range(0, len(order), images_per_batch):
+            yield self.collate(order[start : start + images_per_batch].tolist())
+
+    def collate(self, image_rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        pairs = [(position, ids) for position, row in enumerate(image_rows) for ids in self.captions[row]]
+        pairs.sort(key=lambda pair: -len(pair[1]))
+        lengths = torch.tensor([len(ids) for _, ids in pairs])
+        padded = torch.zeros((len(pairs), int(lengths[0])), dtype=torch.long)  # <pad> is id 0
+        for row, (_, ids) in enumerate(pairs):
+            padded[row, : len(ids)] = torch.tensor(ids)
+        image_index = torch.tensor([position for position, _ in pairs])
+        return self.grid[image_rows], padded, lengths, image_index
+
+
+def learning_rate_at(step: int, total_steps: int, config: Config) -> float:
+    """Linear warm-up, then cosine decay to 5% (or constant)."""
+    base = config.train.learning_rate
+    if step < config.train.warmup_steps:
+        return base * (step + 1) / config.train.warmup_steps
+    if config.train.lr_schedule == "constant":
+        return base
+    if config.train.lr_schedule != "cosine":
+        raise CaptionerError(f"unknown train.lr_schedule '{config.train.lr_schedule}'; use cosine or constant")
+    progress = min(1.0, (step - config.train.warmup_steps) / max(1, total_steps - config.train.warmup_steps))
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def caption_loss(output, config: Config) -> torch.Tensor:
+    cross_entropy = F.cross_entropy(output.logits, output.targets, label_smoothing=config.train.label_smoothing)
+    attention_penalty = ((1.0 - output.attention_sums) ** 2).mean()  # doubly stochastic regularisation
+    return cross_entropy + config.train.attention_regularisation * attention_penalty
+
+
+@torch.inference_mode()
+def validate(decoder, data: CaptionBatches, vocabulary: Vocabulary, config: Config) -> dict[str, float]:
+    """Teacher-forced loss and token accuracy, plus greedy-decoded BLEU-4 and CIDEr."""
+    decoder.eval()
+    loss_sum, correct, tokens = 0.0, 0, 0
+    candidates: dict[str, str] = {}
+    for grid, captions, lengths, image_index in data.batches(100):
+        output = decoder(grid, captions, lengths, image_index)
+        count = output.targets.numel()
+        loss_sum += F.cross_entropy(output.logits, output.targets, reduction="sum").item()
+        correct += (output.logits.argmax(dim=1) == output.targets).sum().item()
+        tokens += count
+    for start in range(0, len(data.names), 100):
+        grid = data.grid[start : start + 100]
+        for offset, hypothesis in enumerate(greedy_decode(decoder, grid, start_id=vocabulary.start_id, end_id=vocabulary.end_id,
+                                                          max_length=config.decode.max_length)):
+            candidates[data.names[start + offset]] = " ".join(vocabulary.decode(hypothesis.token_ids))
+    references = {name: refs for name, refs in zip(data.names, data.references)}
+    scores = fast_scores(references, candidates)
+    return {"dev_loss": loss_sum / tokens, "dev_token_accuracy": correct / tokens,
+            "dev_BLEU-4": scores["BLEU-4"], "dev_CIDEr": scores["CIDEr"]}
+
+
+def _write_history(folder: Path, history: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(folder / "history.csv", buffer.getvalue())
+    try:
+        from captioner.viz import plot_training_curves
+
+        plot_training_curves(history, folder / "curves.png")
+    except Exception as error:  # a plot is never worth losing an epoch over
+        log.warning("could not draw training curves: %s", error)
+
+
+def _check_resumable(folder: Path, config: Config) -> None:
+    saved = read_json(folder / "config.json")["config"]
+    wanted = config.to_dict()
+    for section, values in wanted.items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            old = saved.get(section, {}).get(key)
+            if old != value and not (section == "train" and key in RESUMABLE_CHANGES):
+                raise CaptionerError(
+                    f"{folder} holds a run with {section}.{key}={old!r}, not {value!r}; "
+                    "resume it with the same config or train into another --run folder"
+                )
+
+
+def _load_split(cache, splits, split: str, vocabulary: Vocabulary, config: Config, limit: int) -> CaptionBatches:
+    names = sorted(splits.get(split, {}))
+    available = cache.available(names)
+    if len(available) < len(names):
+        log.warning("%s split: %d of %d images have no features (unreadable) and are skipped", split, len(names) - len(available), len(names))
+    if limit:
+        available = available[:limit]
+    if not available:
+        raise CaptionerError(f"no {split} images with features; run `captioner features` first")
+    return CaptionBatches(available, cache.load(available), splits[split], vocabulary, config.data.max_caption_length)
+
+
+def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the run in `config.run_dir`; returns a summary of the best epoch."""
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    _, splits, vocabulary = load_prepared(config.data.prepared_dir)
+    cache = open_prepared_features(config)
+    if not cache.complete:
+        raise CaptionerError(f"feature cache {cache.folder} is incomplete; rerun `captioner features` to finish it")
+    train_data = _load_split(cache, splits, "train", vocabulary, config, config.train.max_train_images)
+    dev_data = _load_split(cache, splits, "dev", vocabulary, config, config.train.max_dev_images)
+
+    folder = Path(config.run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.train.seed)
+    channels = int(train_data.grid.shape[2])
+    decoder = build_decoder(config.model, vocab_size=len(vocabulary), encoder_channels=channels)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
+    counters: dict[str, Any] = {"epoch": 0, "step": 0, "best_epoch": 0, "best_dev_CIDEr": -1.0, "epochs_without_improvement": 0, "history": []}
+    if (folder / "trainer_state.json").is_file():
+        _check_resumable(folder, config)
+        counters = load_trainer_state(folder, decoder, optimizer)
+        log.info("resuming %s after epoch %d", folder, counters["epoch"])
+        print(f"resuming {folder} after epoch {counters['epoch']}")
+    write_run_info(folder, config, encoder_sha256=cache.index["weights_sha256"], encoder_channels=channels, vocabulary=vocabulary)
+
+    steps_per_epoch = math.ceil(len(train_data.names) / config.train.images_per_batch)
+    total_steps = steps_per_epoch * config.train.epochs
+    history: list[dict[str, float]] = counters["history"]
+    for epoch in range(counters["epoch"] + 1, config.train.epochs + 1):
+        if counters["epochs_without_improvement"] >= config.train.early_stopping_patience:
+            print(f"early stopping: dev CIDEr has not improved for {counters['epochs_without_improvement']} epochs")
+            break
+        started = time.perf_counter()
+        torch.manual_seed(config.train.seed * 1000 + epoch)
+        decoder.train()
+        loss_sum, batches = 0.0, 0
+        bar = tqdm(train_data.batches(config.train.images_per_batch, shuffle_seed=config.train.seed * 1000 + epoch),
+                   total=steps_per_epoch, desc=f"epoch {epoch}/{config.train.epochs}", disable=not show_progress, leave=False)
+        for grid, captions, lengths, image_index in bar:
+            learning_rate = learning_rate_at(counters["step"], total_steps, config)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+            loss = caption_loss(decoder(grid, captions, lengths, image_index), config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(decoder.parameters(), config.train.grad_clip)
+            optimizer.step()
+            counters["step"] += 1
+            loss_sum += loss.item()
+            batches += 1
+            bar.set_postfix(loss=f"{loss_sum / batches:.3f}")
+        bar.close()
+        row = {"epoch": epoch, "learning_rate": learning_rate, "train_loss": loss_sum / max(batches, 1)}
+        row.update(validate(decoder, dev_data, vocabulary, config))
+        row["epoch_seconds"] = time.perf_counter() - started
+        history.append(row)
+        improved = row["dev_CIDEr"] > counters["best_dev_CIDEr"]
+        if improved:
+            counters.update(best_epoch=epoch, best_dev_CIDEr=row["dev_CIDEr"], epochs_without_improvement=0)
+            save_tensors(folder / "model.safetensors", decoder.state_dict())
+        else:
+            counters["epochs_without_improvement"] += 1
+        counters["epoch"] = epoch
+        save_trainer_state(folder, decoder, optimizer, counters)
+        _write_history(folder, history)
+        print(f"epoch {epoch}: train loss {row['train_loss']:.3f}, dev loss {row['dev_loss']:.3f}, "
+              f"dev BLEU-4 {row['dev_BLEU-4']:.4f}, dev CIDEr {row['dev_CIDEr']:.4f}, {row['epoch_seconds']:.0f} s"
+              + (" (best)" if improved else ""), flush=True)
+    return {
+        "run": str(folder),
+        "epochs_done": counters["epoch"],
+        "best_epoch": counters["best_epoch"],
+        "best_dev_CIDEr": counters["best_dev_CIDEr"],
+        "train_seconds": sum(row["epoch_seconds"] for row in history),
+    }

@@ -1,0 +1,80 @@
+"""Pictures: training curves, a grid of sample captions, and per-word attention overlays."""
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from captioner.io import atomic_write  # noqa: E402
+
+
+def _save(figure, path: str | Path) -> None:
+    atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=100, bbox_inches="tight"))
+    plt.close(figure)
+
+
+def plot_training_curves(history: list[dict[str, float]], path: str | Path) -> None:
+    """Loss (train and dev) and dev BLEU-4 / CIDEr per epoch."""
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train loss")
+    loss_axis.plot(epochs, [row["dev_loss"] for row in history], marker="o", label="dev loss (cross-entropy)")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.legend()
+    score_axis.plot(epochs, [row["dev_BLEU-4"] for row in history], marker="o", label="dev BLEU-4")
+    score_axis.plot(epochs, [row["dev_CIDEr"] for row in history], marker="o", label="dev CIDEr")
+    score_axis.set_xlabel("epoch")
+    score_axis.legend()
+    _save(figure, path)
+
+
+def attention_overlay(image: Image.Image, weights: np.ndarray, size: int = 224) -> np.ndarray:
+    """(pixels,) attention over a square grid -> (size, size, 3) image with the attended region lit."""
+    grid = int(round(math.sqrt(weights.size)))
+    heat = weights.reshape(grid, grid)
+    heat = (heat - heat.min()) / (heat.max() - heat.min() + 1e-8)
+    heat_image = Image.fromarray((heat * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    heat_array = np.asarray(heat_image, dtype=np.float32)[..., None] / 255.0
+    photo = np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0
+    return np.clip(photo * (0.25 + 0.75 * heat_array), 0, 1)
+
+
+def plot_attention(image: Image.Image, words: list[str], attention: np.ndarray, path: str | Path) -> None:
+    """The image once per word (and <end>), the region attended while emitting that word lit."""
+    labels = [*words, "<end>"][: len(attention)]
+    columns = min(6, len(labels) + 1)
+    rows = math.ceil((len(labels) + 1) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows))
+    axes = np.atleast_1d(axes).ravel()
+    axes[0].imshow(image.convert("RGB").resize((224, 224)))
+    axes[0].set_title("image", fontsize=10)
+    for axis, label, weights in zip(axes[1:], labels, attention):
+        axis.imshow(attention_overlay(image, np.asarray(weights)))
+        axis.set_title(label, fontsize=10)
+    for axis in axes:
+        axis.axis("off")
+    _save(figure, path)
+
+
+def plot_samples(samples: list[tuple[Image.Image, str, list[str]]], path: str | Path) -> None:
+    """A grid of images, each with its generated caption and two reference captions."""
+    columns = 4
+    rows = math.ceil(len(samples) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 5.0 * rows))
+    axes = np.atleast_1d(axes).ravel()
+    for axis, (image, generated, references) in zip(axes, samples):
+        axis.imshow(image.convert("RGB").resize((224, 224)))
+        lines = ["\n".join(textwrap.wrap(f"ours: {generated}", 40))]
+        lines += ["\n".join(textwrap.wrap(f"ref: {reference}", 40)) for reference in references[:2]]
+        axis.set_title("\n".join(lines), fontsize=8, loc="left")
+    for axis in axes:
+        axis.axis("off")
+    figure.tight_layout()
+    _save(figure, path)
