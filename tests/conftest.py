@@ -79,3 +79,52 @@ def tiny_run(tmp_path_factory, tiny_flickr) -> Path:
     extract_prepared_features(config, show_progress=False)
     train(config, show_progress=False)
     return Path(config.run_dir)
+
+
+# ---- helpers shared by the core pipeline tests ----
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` RGB pixels but holds no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def noisy_jpeg_bytes(size: int = 128, seed: int = 0) -> bytes:
+    """A JPEG of random noise: large enough that cutting it leaves a valid header and broken pixel data."""
+    import io
+
+    import numpy as np
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def write_bad_images(folder: Path) -> dict[str, Path]:
+    """One file per way an image can be bad, keyed by the kind of problem."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jpeg = noisy_jpeg_bytes()
+    files = {
+        "empty": (folder / "empty.jpg", b""),
+        "text": (folder / "notes.jpg", b"these are my holiday notes, not a photo\n"),
+        "garbage": (folder / "garbage.jpg", bytes(range(256)) * 8),
+        "truncated": (folder / "truncated.jpg", jpeg[: len(jpeg) // 2]),
+        "huge": (folder / "huge.png", png_header(8000, 8000)),
+    }
+    for path, data in files.values():
+        path.write_bytes(data)
+    return {kind: path for kind, (path, _) in files.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner(tiny_run):
+    """The tiny run loaded once for inference; tests must not modify its decoder."""
+    from captioner.inference import Captioner
+
+    return Captioner.load(tiny_run)

@@ -33,6 +33,13 @@ def command_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_download(args: argparse.Namespace) -> int:
+    from captioner.data.download import download_flickr8k
+
+    print(f"Flickr8k ready in {download_flickr8k(args.out)}")
+    return 0
+
+
 def command_features(args: argparse.Namespace) -> int:
     from captioner.pipeline import extract_prepared_features
 
@@ -70,11 +77,13 @@ def command_caption(args: argparse.Namespace) -> int:
 
     captioner = Captioner.load(args.run)
     inputs: list[Path] = []
+    empty_folders = 0
     for raw in args.images:
         path = Path(raw)
         if path.is_dir():
             found = list_images(path)
             if not found:
+                empty_folders += 1
                 print(f"error: {path}: no images in this folder", file=sys.stderr)
             inputs += found
         else:
@@ -105,7 +114,7 @@ def command_caption(args: argparse.Namespace) -> int:
         print(json.dumps(records, indent=2))
     if failed:
         print(f"{failed} of {len(inputs)} images failed", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed or empty_folders else 0
 
 
 def command_serve(args: argparse.Namespace) -> int:
@@ -125,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--out", help="where to write (default: data.prepared_dir)")
     _add_config_arguments(prepare)
     prepare.set_defaults(handler=command_prepare)
+
+    download = commands.add_parser("download", help="download Flickr8k from its public mirror (when no local copy exists)")
+    download.add_argument("--out", default="data/flickr8k")
+    download.set_defaults(handler=command_download)
 
     features = commands.add_parser("features", help="extract and cache grid features for the prepared images")
     features.add_argument("--encoder", help="encoder name (default: encoder.name of the config)")

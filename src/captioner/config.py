@@ -109,7 +109,7 @@ def _set(config: Config, dotted_key: str, value: Any) -> None:
         raise CaptionerError(f"config key '{dotted_key}' expects true/false, got {value!r}")
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, type(current)):
+    if not isinstance(value, type(current)) or (isinstance(value, bool) and not isinstance(current, bool)):  # bool is an int
         raise CaptionerError(f"config key '{dotted_key}' expects {type(current).__name__}, got {value!r}")
     setattr(target, parts[-1], value)
 

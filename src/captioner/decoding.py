@@ -1,6 +1,8 @@
 """Greedy and batched beam search over a decoder's `init_state` / `step` interface."""
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,20 +21,31 @@ def _normalised(log_probability: float, length: int, length_penalty: float) -> f
     return log_probability / (max(length, 1) ** length_penalty) if length_penalty else log_probability
 
 
+def _suppress(log_probs: torch.Tensor, suppress_ids: Sequence[int]) -> torch.Tensor:
+    """Make tokens a caption must never contain (<pad>, <start>, <unk>) impossible."""
+    if not suppress_ids:
+        return log_probs
+    return log_probs.index_fill(1, torch.tensor(list(suppress_ids)), float("-inf"))
+
+
 @torch.inference_mode()
-def greedy_decode(decoder, grid: torch.Tensor, *, start_id: int, end_id: int, max_length: int = 30) -> list[Hypothesis]:
+def greedy_decode(decoder, grid: torch.Tensor, *, start_id: int, end_id: int, max_length: int = 30,
+                  suppress_ids: Sequence[int] = ()) -> list[Hypothesis]:
     """Most likely word at each step, for a batch of images; (images, pixels, channels) -> one hypothesis each."""
     state = decoder.init_state(grid)
     images = grid.shape[0]
     tokens = torch.full((images,), start_id, dtype=torch.long)
     chosen, attentions, log_probs = [], [], []
     running = torch.ones(images, dtype=torch.bool)
-    for _ in range(max_length + 1):  # max_length words, then <end>
+    for step in range(max_length + 1):  # max_length words, then <end>
         step_log_probs, state, weights = decoder.step(state, tokens)  # (images, vocab), (images, pixels)
+        step_log_probs = _suppress(step_log_probs, suppress_ids)
         best_log_prob, tokens = step_log_probs.max(dim=1)
         chosen.append(tokens)
         attentions.append(weights)
-        log_probs.append(torch.where(running, best_log_prob, torch.zeros_like(best_log_prob)))
+        # a word past max_length is cut off, so it does not count towards the caption's probability
+        counted = running & ((tokens == end_id) | (step < max_length))
+        log_probs.append(torch.where(counted, best_log_prob, torch.zeros_like(best_log_prob)))
         running &= tokens != end_id
         if not running.any():
             break
@@ -61,11 +74,13 @@ def beam_search(
     max_length: int = 30,
     length_penalty: float = 0.0,
     n_best: int = 1,
+    suppress_ids: Sequence[int] = (),
 ) -> list[list[Hypothesis]]:
     """Beam search for a batch of images at once; returns the `n_best` best hypotheses per image.
 
-    Hypotheses are ranked by log-probability / length**length_penalty (length counts <end>).
-    A beam that reaches `max_length` words without <end> is kept as an unfinished caption.
+    Hypotheses are ranked by log-probability / length**length_penalty (length counts <end>);
+    `suppress_ids` are never emitted. A beam that reaches `max_length` words is finished if <end>
+    is its most likely next token, else kept as an unfinished caption scored without <end> (as in greedy).
     """
     if beam_size < 1 or n_best < 1:
         raise ValueError(f"beam_size and n_best must be >= 1, got {beam_size} and {n_best}")
@@ -82,11 +97,22 @@ def beam_search(
     done = [False] * images
     for step in range(max_length + 1):
         log_probs, state, weights = decoder.step(state, tokens)  # (images*beam, vocab), (images*beam, pixels)
+        log_probs = _suppress(log_probs, suppress_ids)
         vocab = log_probs.shape[1]
-        if step == max_length:  # out of room: only <end> may follow
-            forced = torch.full_like(log_probs, float("-inf"))
-            forced[:, end_id] = log_probs[:, end_id]
-            log_probs = forced
+        if step == max_length:  # out of room: every live beam stops here, even when <end> is impossible
+            ends = log_probs.argmax(dim=1) == end_id  # (images*beam,)
+            for image in range(images):
+                for row in range(image * beam_size, (image + 1) * beam_size):
+                    value = float(beam_scores.view(-1)[row])
+                    if done[image] or not math.isfinite(value):
+                        continue
+                    ids, attention = history[row].tolist(), attention_history[row]
+                    if ends[row]:
+                        value += float(log_probs[row, end_id])
+                        attention = torch.cat([attention, weights[row].unsqueeze(0)])
+                    score = _normalised(value, len(ids) + int(ends[row]), length_penalty)
+                    finished[image].append(Hypothesis(ids, value, score, attention, bool(ends[row])))
+            break
         totals = (beam_scores.view(-1, 1) + log_probs).view(images, beam_size * vocab)
         candidate_scores, candidate_ids = totals.topk(2 * beam_size, dim=1)  # (images, 2*beam)
         origins = candidate_ids // vocab  # which beam each candidate extends
@@ -101,7 +127,7 @@ def beam_search(
             ids = history[row].tolist()
             value = float(candidate_scores[image, rank])
             attention = torch.cat([attention_history[row], weights[row].unsqueeze(0)])
-            hypothesis = Hypothesis(ids, value, _normalised(value, len(ids) + 1, length_penalty), attention, step < max_length)
+            hypothesis = Hypothesis(ids, value, _normalised(value, len(ids) + 1, length_penalty), attention, True)
             finished[image].append(hypothesis)
         # the best `beam` candidates that do not end carry on
         order = (is_end.long() * (2 * beam_size) + torch.arange(2 * beam_size)).argsort(dim=1)[:, :beam_size]
@@ -112,9 +138,13 @@ def beam_search(
         history = torch.cat([history[keep_rows], tokens.unsqueeze(1)], dim=1)
         attention_history = torch.cat([attention_history[keep_rows], weights[keep_rows].unsqueeze(1)], dim=1)
         state = state.select(keep_rows)
+        # an image is done once it has `beam` finished hypotheses that its best live beam cannot beat:
+        # log-probabilities only fall (with a length penalty this is the usual estimate, not a bound)
+        best_live = beam_scores.max(dim=1).values  # (images,)
         for image in range(images):
-            if len(finished[image]) >= beam_size:
-                done[image] = True
+            if not done[image] and len(finished[image]) >= beam_size:
+                worst_kept = sorted((hypothesis.score for hypothesis in finished[image]), reverse=True)[beam_size - 1]
+                done[image] = _normalised(float(best_live[image]), history.shape[1] + 1, length_penalty) <= worst_kept
         if all(done):
             break
     results = []

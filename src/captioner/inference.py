@@ -26,7 +26,7 @@ class Caption:
     tokens: list[str]
     log_probability: float  # natural log of the caption's probability under the model
     score: float  # the beam's ranking score (log-probability, length-normalised when asked)
-    attention: np.ndarray  # (len(tokens) + 1, grid, grid): where the model looked for each word and <end>
+    attention: np.ndarray  # (len(tokens) + finished, grid, grid): where the model looked for each word and <end>
     finished: bool = True  # False when the caption hit the length limit before <end>
     alternatives: list["Caption"] = field(default_factory=list)  # the other n-best candidates
 
@@ -72,7 +72,7 @@ class Captioner:
             beam_size = n_best
         results = beam_search(
             self.decoder, grid, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id,
-            beam_size=beam_size, n_best=n_best,
+            beam_size=beam_size, n_best=n_best, suppress_ids=self.vocabulary.never_emitted_ids,
             length_penalty=decode.length_penalty if length_penalty is None else length_penalty,
             max_length=max_length or decode.max_length,
         )

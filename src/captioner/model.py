@@ -106,23 +106,27 @@ class AttentionLSTMDecoder(nn.Module):
         lengths: (captions,) tokens including <start> and <end>, sorted descending;
         image_index: (captions,) which image each caption describes.
         """
-        state = self.init_state(grid).select(image_index)  # one row per caption
+        per_image = self.init_state(grid)
+        hidden, cell = per_image.hidden[image_index], per_image.cell[image_index]  # (captions, hidden_dim)
         embedded = self.embedding(captions[:, :-1])  # (captions, steps, embed_dim)
         embedding_gates = self.gates_from_embedding(embedded)  # (captions, steps, 4 * hidden_dim)
         steps = int(lengths[0]) - 1
         # captions are sorted by length, so the first `active` rows are the ones still running
-        active_per_step = [(lengths > step + 1).sum().item() for step in range(steps)]
-        hiddens, contexts, embeddeds, targets = [], [], [], []
-        attention_sums = torch.zeros(state.memory.shape[:2], device=grid.device)  # (captions, pixels)
+        active_per_step = (lengths.unsqueeze(0) > torch.arange(1, steps + 1).unsqueeze(1)).sum(dim=1).tolist()
+        hiddens, contexts, embeddeds, targets, weights_per_step = [], [], [], [], []
         for step, active in enumerate(active_per_step):
-            if active < state.hidden.shape[0]:
-                state = DecoderState(state.memory[:active], state.keys[:active], state.hidden[:active], state.cell[:active])
+            # gather the grid rows per step from the small per-image tensors: cheaper in the backward
+            # pass than slicing caption-sized copies, whose gradients would be zero-filled every step
+            rows = image_index[:active]
+            state = DecoderState(per_image.memory[rows], per_image.keys[rows], hidden[:active], cell[:active])
             state, context, weights = self._cell(state, embedding_gates[:active, step])
-            attention_sums[:active] += weights
-            hiddens.append(state.hidden)
+            hidden, cell = state.hidden, state.cell
+            weights_per_step.append(F.pad(weights, (0, 0, 0, captions.shape[0] - active)))  # (captions, pixels)
+            hiddens.append(hidden)
             contexts.append(context)
             embeddeds.append(embedded[:active, step])
             targets.append(captions[:active, step + 1])
+        attention_sums = torch.stack(weights_per_step).sum(dim=0)  # (captions, pixels)
         logits = self._logits(torch.cat(embeddeds), torch.cat(hiddens), torch.cat(contexts))  # (tokens, vocab)
         return TeacherForcedOutput(logits, torch.cat(targets), attention_sums)
 

@@ -98,7 +98,8 @@ def validate(decoder, data: CaptionBatches, vocabulary: Vocabulary, config: Conf
     for start in range(0, len(data.names), 100):
         grid = data.grid[start : start + 100]
         for offset, hypothesis in enumerate(greedy_decode(decoder, grid, start_id=vocabulary.start_id, end_id=vocabulary.end_id,
-                                                          max_length=config.decode.max_length)):
+                                                          max_length=config.decode.max_length,
+                                                          suppress_ids=vocabulary.never_emitted_ids)):
             candidates[data.names[start + offset]] = " ".join(vocabulary.decode(hypothesis.token_ids))
     references = {name: refs for name, refs in zip(data.names, data.references)}
     scores = fast_scores(references, candidates)

@@ -1,0 +1,79 @@
+"""Inference speed of a trained run: one JSON line per measurement.
+
+    python benchmarks/bench_inference.py runs/default [--images DIR] [--repeats 30] [--beam 3]
+
+Single-image latency (median, p90) and batch-of-16 throughput, with encoder and decoder time
+measured separately. Images are real Flickr8k test photos (or any folder), read from disk each time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from captioner.data.images import list_images
+from captioner.inference import Captioner
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def timed(function):
+    started = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run")
+    parser.add_argument("--images", default=os.path.join(os.environ.get("FLICKR8K_DIR", "../shared/flickr8k"), "images"))
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--beam", type=int, default=3)
+    args = parser.parse_args()
+
+    captioner = Captioner.load(args.run)
+    images = list_images(args.images)[: max(args.repeats, 16 * 4)]
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    captioner.caption(images[:2], beam_size=args.beam)  # warm-up
+
+    encode_times, decode_times, totals = [], [], []
+    for path in images[: args.repeats]:
+        grid, encode_seconds = timed(lambda: captioner.encode([path]))
+        _, decode_seconds = timed(lambda: captioner.decode(grid, beam_size=args.beam))
+        encode_times.append(encode_seconds)
+        decode_times.append(decode_seconds)
+        totals.append(encode_seconds + decode_seconds)
+    print(json.dumps({
+        "measurement": "single_image_latency_ms", "run": args.run, "beam": args.beam, "images": len(totals),
+        "median": round(1000 * statistics.median(totals), 1), "p90": round(1000 * percentile(totals, 0.9), 1),
+        "encoder_median": round(1000 * statistics.median(encode_times), 1),
+        "decoder_median": round(1000 * statistics.median(decode_times), 1), **machine,
+    }))
+
+    batch_encode, batch_decode, count = 0.0, 0.0, 0
+    for start in range(0, len(images) - 15, 16):
+        batch = images[start : start + 16]
+        grid, encode_seconds = timed(lambda: captioner.encode(batch))
+        _, decode_seconds = timed(lambda: captioner.decode(grid, beam_size=args.beam))
+        batch_encode += encode_seconds
+        batch_decode += decode_seconds
+        count += len(batch)
+    print(json.dumps({
+        "measurement": "batch16_throughput", "run": args.run, "beam": args.beam, "images": count,
+        "images_per_second": round(count / (batch_encode + batch_decode), 2),
+        "encoder_ms_per_image": round(1000 * batch_encode / count, 1),
+        "decoder_ms_per_image": round(1000 * batch_decode / count, 1), **machine,
+    }))
+
+
+if __name__ == "__main__":
+    main()

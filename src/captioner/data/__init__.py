@@ -1,0 +1,1 @@
+"""Data reading: Flickr8k layouts, caption text and vocabulary, safe image loading."""

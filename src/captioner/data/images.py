@@ -1,0 +1,95 @@
+"""The one image loader: paths, bytes or PIL images -> upright RGB, with byte and pixel limits."""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from captioner.errors import ImageError
+
+ImageInput = Union[str, Path, bytes, bytearray, Image.Image]
+
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_IMAGE_PIXELS = 50_000_000  # ~7000 x 7000; larger files are refused before they are decoded
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def describe(image: ImageInput) -> str:
+    """A short name for an input, for error messages."""
+    if isinstance(image, (str, Path)):
+        return str(image)
+    if isinstance(image, (bytes, bytearray)):
+        return f"<{len(image)} bytes>"
+    return f"<PIL image {getattr(image, 'size', '?')}>"
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode (grayscale, 16-bit, CMYK, palette, alpha) -> RGB; alpha is composited onto white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 8 bits rather than clip at 255
+        image = image.point(lambda value: value / 256).convert("L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def load_image(image: ImageInput, *, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open and fully decode an image, apply its EXIF rotation, return RGB; raise ImageError otherwise."""
+    name = describe(image)
+    if isinstance(image, Image.Image):
+        opened = image
+    else:
+        if isinstance(image, (str, Path)):
+            path = Path(image)
+            if not path.exists():
+                raise ImageError(f"{name}: file not found")
+            if not path.is_file():
+                raise ImageError(f"{name}: not a file")
+            size = path.stat().st_size
+            if size == 0:
+                raise ImageError(f"{name}: empty file")
+            if size > max_bytes:
+                raise ImageError(f"{name}: file is {size} bytes, over the {max_bytes}-byte limit")
+            data = path.read_bytes()
+        else:
+            data = bytes(image)
+            if not data:
+                raise ImageError(f"{name}: empty file")
+            if len(data) > max_bytes:
+                raise ImageError(f"{name}: {len(data)} bytes, over the {max_bytes}-byte limit")
+        try:
+            opened = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not an image file (or a format Pillow cannot read)") from None
+        except Exception as error:  # Pillow raises many types for malformed headers
+            raise ImageError(f"{name}: cannot read image ({type(error).__name__}: {error})") from None
+    width, height = opened.size
+    if width * height > max_pixels:
+        raise ImageError(f"{name}: {width}x{height} pixels, over the {max_pixels}-pixel limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # EXIF and palette warnings are not the user's problem
+            opened.seek(0)  # animated images: the first frame
+            opened.load()
+            upright = ImageOps.exif_transpose(opened)
+            return to_rgb(upright)
+    except ImageError:
+        raise
+    except Exception as error:  # truncated data, broken chunks, decoder errors
+        raise ImageError(f"{name}: corrupt or truncated image ({type(error).__name__}: {error})".rstrip()) from None
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files in a folder (not recursive), sorted by name."""
+    folder = Path(folder)
+    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,121 @@
+"""Typed configs: YAML presets, `--set` overrides, refused keys and values."""
+from __future__ import annotations
+
+import pytest
+
+from captioner.cli import main
+from captioner.config import Config, config_from_dict, load_config
+from captioner.errors import CaptionerError
+
+
+def write_preset(tmp_path, text: str):
+    path = tmp_path / "preset.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file():
+    config = load_config()
+    assert config == Config()
+    assert config.encoder.name == "efficientnet-lite2"
+    assert config.decode.beam_size == 3
+
+
+def test_default_data_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLICKR8K_DIR", str(tmp_path))
+    assert load_config().data.data_dir == str(tmp_path)
+
+
+def test_yaml_preset_then_overrides_win(tmp_path):
+    preset = write_preset(tmp_path, "run_dir: runs/x\nmodel:\n  hidden_dim: 128\n  dropout: 0.3\ntrain:\n  epochs: 3\n")
+    config = load_config(preset, ["train.epochs=7", "decode.length_penalty=1", "encoder.name=efficientnet-lite0",
+                                  "train.lr_schedule=constant"])
+    assert config.run_dir == "runs/x"
+    assert config.model.hidden_dim == 128
+    assert config.model.dropout == 0.3
+    assert config.train.epochs == 7  # the override beats the preset
+    assert config.decode.length_penalty == 1.0 and isinstance(config.decode.length_penalty, float)  # int -> float
+    assert config.encoder.name == "efficientnet-lite0"
+    assert config.train.lr_schedule == "constant"
+    assert config.model.embed_dim == Config().model.embed_dim  # untouched keys keep their defaults
+
+
+def test_repo_presets_load(tmp_path):
+    from pathlib import Path
+
+    presets = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    for preset in presets:
+        assert isinstance(load_config(preset), Config), preset
+
+
+def test_config_dict_round_trip():
+    config = load_config(None, ["model.hidden_dim=64", "train.seed=3"])
+    assert config_from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("key", ["train.epoch", "nosuchsection.key", "model", "model.hidden_dim.more", "seed"])
+def test_unknown_override_key_is_named(key):
+    with pytest.raises(CaptionerError) as caught:
+        load_config(None, [f"{key}=1"])
+    assert f"unknown config key '{key}'" in str(caught.value)
+    assert "train.epochs" in str(caught.value)  # and the known keys are listed
+
+
+def test_unknown_key_in_a_preset_is_named(tmp_path):
+    preset = write_preset(tmp_path, "train:\n  epochs: 3\n  learning_rat: 0.1\n")
+    with pytest.raises(CaptionerError, match="unknown config key 'train.learning_rat'"):
+        load_config(preset)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.epochs=abc", "config key 'train.epochs' expects int, got 'abc'"),
+        ("train.epochs=2.5", "config key 'train.epochs' expects int, got 2.5"),
+        ("model.dropout=high", "config key 'model.dropout' expects float, got 'high'"),
+        ("encoder.name=[1, 2]", "config key 'encoder.name' expects str, got [1, 2]"),
+        ("train.epochs=true", "config key 'train.epochs' expects int, got True"),
+    ],
+)
+def test_wrong_value_type_is_refused(override, expected):
+    with pytest.raises(CaptionerError) as caught:
+        load_config(None, [override])
+    assert expected in str(caught.value)
+
+
+def test_wrong_value_type_in_a_preset(tmp_path):
+    preset = write_preset(tmp_path, "decode:\n  beam_size: three\n")
+    with pytest.raises(CaptionerError, match="config key 'decode.beam_size' expects int, got 'three'"):
+        load_config(preset)
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(CaptionerError, match="override must look like section.key=value, got 'train.epochs'"):
+        load_config(None, ["train.epochs"])
+
+
+def test_missing_preset_file(tmp_path):
+    with pytest.raises(CaptionerError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_is_one_line(tmp_path):
+    preset = write_preset(tmp_path, "train: [unclosed\n  epochs: 3\n")
+    with pytest.raises(CaptionerError) as caught:
+        load_config(preset)
+    assert "is not valid YAML" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    preset = write_preset(tmp_path, "- train\n- model\n")
+    with pytest.raises(CaptionerError, match="must hold a mapping of sections, got list"):
+        load_config(preset)
+
+
+def test_cli_reports_a_bad_override_in_one_line(capsys, tmp_path):
+    code = main(["prepare", "--data", str(tmp_path), "--set", "data.min_word_cont=1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown config key 'data.min_word_cont'")
+    assert err.count("\n") == 1

@@ -1,0 +1,279 @@
+"""The attention LSTM decoder and its decoding: shapes, greedy vs beam, batching, n-best, length penalty, no <end>."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from captioner.checkpoint import load_run
+from captioner.config import ModelConfig
+from captioner.decoding import beam_search, greedy_decode
+from captioner.errors import CaptionerError
+from captioner.model import AttentionLSTMDecoder, DecoderState, build_decoder
+from captioner.pipeline import open_prepared_features
+
+START, END = 1, 2
+
+
+def random_decoder(vocab_size: int = 11, channels: int = 16, seed: int = 0) -> AttentionLSTMDecoder:
+    torch.manual_seed(seed)
+    return AttentionLSTMDecoder(vocab_size=vocab_size, encoder_channels=channels, embed_dim=8, feature_dim=12,
+                                attention_dim=10, hidden_dim=14, dropout=0.0).eval()
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_run):
+    """The tiny run's decoder and the cached grids of all its images."""
+    run = load_run(tiny_run)
+    cache = open_prepared_features(run.config)
+    names = cache.available(list(cache.index["images"]))
+    return run, names, cache.load(names)
+
+
+def without_end(decoder: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the decoder that can never emit <end>."""
+    decoder = copy.deepcopy(decoder)
+    with torch.no_grad():
+        decoder.output.bias[END] = float("-inf")
+    return decoder
+
+
+# ---- the decoder ----
+
+def test_teacher_forced_forward_shapes_and_packing():
+    decoder = random_decoder()
+    grid = torch.randn(2, 9, 16)  # (images, pixels, channels)
+    lengths = torch.tensor([6, 5, 5, 3, 2])  # sorted longest first, <start> and <end> included
+    captions = torch.zeros((5, 6), dtype=torch.long)
+    for row, length in enumerate(lengths.tolist()):
+        captions[row, :length] = torch.tensor([START, *range(4, 4 + length - 2), END])
+    image_index = torch.tensor([0, 1, 0, 1, 1])
+    output = decoder(grid, captions, lengths, image_index)
+    tokens = int((lengths - 1).sum())
+    assert output.logits.shape == (tokens, 11)
+    assert output.targets.shape == (tokens,)
+    # time-major packing: every caption's first target, then every running caption's second, ...
+    expected = [captions[row, step + 1] for step in range(5) for row in range(5) if lengths[row] > step + 1]
+    assert output.targets.tolist() == [int(token) for token in expected]
+    assert output.attention_sums.shape == (5, 9)
+    # each step's attention sums to 1, so a caption's total is its number of steps
+    torch.testing.assert_close(output.attention_sums.sum(dim=1), (lengths - 1).float())
+
+
+def test_teacher_forcing_and_step_by_step_decoding_agree():
+    decoder = random_decoder(seed=1)
+    grid = torch.randn(1, 9, 16)
+    caption = torch.tensor([[START, 5, 7, 4, END]])
+    with torch.no_grad():
+        forced = decoder(grid, caption, torch.tensor([5]), torch.tensor([0])).logits.log_softmax(dim=-1)  # (4, vocab)
+        state = decoder.init_state(grid)
+        stepped = []
+        for token in caption[0, :-1]:
+            log_probs, state, _ = decoder.step(state, token.view(1))
+            stepped.append(log_probs[0])
+    torch.testing.assert_close(torch.stack(stepped), forced, rtol=1e-5, atol=1e-5)
+
+
+def test_step_attention_rows_sum_to_one():
+    decoder = random_decoder()
+    state = decoder.init_state(torch.randn(3, 9, 16))
+    assert isinstance(state, DecoderState)
+    assert state.memory.shape == (3, 9, 12) and state.hidden.shape == (3, 14)
+    log_probs, state, weights = decoder.step(state, torch.full((3,), START))
+    assert log_probs.shape == (3, 11)
+    torch.testing.assert_close(log_probs.exp().sum(dim=1), torch.ones(3))
+    assert weights.shape == (3, 9)
+    assert bool((weights >= 0).all())
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(3))
+
+
+def test_build_decoder_refuses_unknown_types():
+    assert isinstance(build_decoder(ModelConfig(embed_dim=8, feature_dim=8, attention_dim=8, hidden_dim=8),
+                                    vocab_size=9, encoder_channels=4), AttentionLSTMDecoder)
+    with pytest.raises(CaptionerError, match="unknown model.type 'transformer'; available: lstm-attention"):
+        build_decoder(ModelConfig(type="transformer"), vocab_size=9, encoder_channels=4)
+
+
+# ---- greedy and beam search on the trained tiny decoder ----
+
+def test_greedy_and_beam_size_one_agree(trained):
+    run, _, grid = trained
+    greedy = greedy_decode(run.decoder, grid, start_id=START, end_id=END, max_length=12)
+    beam = beam_search(run.decoder, grid, start_id=START, end_id=END, beam_size=1, max_length=12)
+    assert len(greedy) == len(beam) == grid.shape[0]
+    for one, [other] in zip(greedy, beam):
+        assert one.finished and other.finished  # the tiny model ends its captions
+        assert one.token_ids == other.token_ids
+        assert one.log_probability == pytest.approx(other.log_probability, abs=1e-4)
+        torch.testing.assert_close(one.attention, other.attention)
+
+
+@pytest.mark.parametrize("max_length", [1, 3])
+def test_greedy_and_beam_size_one_agree_when_cut_at_max_length(trained, max_length):
+    run, _, grid = trained
+    greedy = greedy_decode(run.decoder, grid, start_id=START, end_id=END, max_length=max_length)
+    beam = beam_search(run.decoder, grid, start_id=START, end_id=END, beam_size=1, max_length=max_length)
+    for one, [other] in zip(greedy, beam):
+        assert len(one.token_ids) == max_length and not one.finished
+        assert one.token_ids == other.token_ids
+        assert one.finished == other.finished
+        assert one.log_probability == pytest.approx(other.log_probability, abs=1e-4)
+        assert one.attention.shape == other.attention.shape == (max_length, grid.shape[1])
+
+
+def test_beam_search_on_a_batch_equals_one_image_at_a_time(trained):
+    run, _, grid = trained
+    options = dict(start_id=START, end_id=END, beam_size=3, n_best=3, max_length=12)
+    batched = beam_search(run.decoder, grid, **options)
+    for image in range(grid.shape[0]):
+        [alone] = beam_search(run.decoder, grid[image : image + 1], **options)
+        assert [h.token_ids for h in batched[image]] == [h.token_ids for h in alone]
+        assert [h.score for h in batched[image]] == pytest.approx([h.score for h in alone], abs=1e-4)
+        assert [h.finished for h in batched[image]] == [h.finished for h in alone]
+
+
+def test_n_best_is_sorted_distinct_and_at_most_beam_size(trained):
+    run, _, grid = trained
+    results = beam_search(run.decoder, grid, start_id=START, end_id=END, beam_size=4, n_best=4, max_length=12)
+    for hypotheses in results:
+        assert len(hypotheses) == 4
+        scores = [h.score for h in hypotheses]
+        assert scores == sorted(scores, reverse=True)
+        assert len({tuple(h.token_ids) for h in hypotheses}) == 4
+        for hypothesis in hypotheses:
+            assert hypothesis.log_probability <= 0
+            assert START not in hypothesis.token_ids and END not in hypothesis.token_ids
+            steps = len(hypothesis.token_ids) + (1 if hypothesis.finished else 0)
+            assert hypothesis.attention.shape == (steps, grid.shape[1])
+            torch.testing.assert_close(hypothesis.attention.sum(dim=1), torch.ones(steps))
+    capped = beam_search(run.decoder, grid[:1], start_id=START, end_id=END, beam_size=2, n_best=5)
+    assert len(capped[0]) == 2  # n_best is capped at beam_size
+
+
+def test_beam_search_finds_more_likely_captions_than_greedy(trained):
+    run, _, grid = trained
+    greedy = greedy_decode(run.decoder, grid, start_id=START, end_id=END, max_length=12)
+    beam = beam_search(run.decoder, grid, start_id=START, end_id=END, beam_size=3, max_length=12)
+    greedy_mean = sum(h.log_probability for h in greedy) / len(greedy)
+    beam_mean = sum(best.log_probability for [best] in beam) / len(beam)
+    assert beam_mean >= greedy_mean - 1e-5
+
+
+def test_beam_search_refuses_bad_sizes(trained):
+    run, _, grid = trained
+    with pytest.raises(ValueError, match="beam_size and n_best must be >= 1"):
+        beam_search(run.decoder, grid, start_id=START, end_id=END, beam_size=0)
+
+
+# ---- a model that never emits <end> ----
+
+def test_greedy_without_end_returns_max_length_words_unfinished(trained):
+    run, _, grid = trained
+    results = greedy_decode(without_end(run.decoder), grid, start_id=START, end_id=END, max_length=5)
+    for hypothesis in results:
+        assert len(hypothesis.token_ids) == 5
+        assert not hypothesis.finished
+        assert math.isfinite(hypothesis.log_probability)
+        assert hypothesis.attention.shape == (5, grid.shape[1])
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_beam_search_without_end_returns_max_length_words_unfinished(trained, beam_size):
+    run, _, grid = trained
+    results = beam_search(without_end(run.decoder), grid, start_id=START, end_id=END, beam_size=beam_size,
+                          n_best=beam_size, max_length=5)
+    for hypotheses in results:
+        assert len(hypotheses) == beam_size
+        for hypothesis in hypotheses:
+            assert len(hypothesis.token_ids) == 5
+            assert not hypothesis.finished
+            assert math.isfinite(hypothesis.score)
+            assert END not in hypothesis.token_ids
+            assert hypothesis.attention.shape == (5, grid.shape[1])
+        assert [h.score for h in hypotheses] == sorted((h.score for h in hypotheses), reverse=True)
+
+
+# ---- a decoder with a known answer: the length penalty ----
+
+class BigramDecoder:
+    """Next-word probabilities that depend only on the previous word, so every caption's score is known."""
+
+    def __init__(self, table: dict[int, dict[int, float]], vocab_size: int):
+        logits = torch.full((vocab_size, vocab_size), math.log(1e-6))
+        for previous, following in table.items():
+            for word, probability in following.items():
+                logits[previous, word] = math.log(probability)
+        self.log_probs = logits.log_softmax(dim=1)
+
+    def init_state(self, grid: torch.Tensor) -> DecoderState:
+        rows = torch.zeros((grid.shape[0], 1))
+        return DecoderState(grid, grid, rows, rows)
+
+    def step(self, state: DecoderState, previous_tokens: torch.Tensor):
+        pixels = state.memory.shape[1]
+        weights = torch.full((previous_tokens.shape[0], pixels), 1.0 / pixels)
+        return self.log_probs[previous_tokens], state, weights
+
+
+A, B, C, D, E = 3, 4, 5, 6, 7
+# "a": 0.6 * 0.62 -> log -0.99, 2 tokens with <end>; "b c d": 0.4 * 0.82**3 -> log -1.51, 4 tokens;
+# "a e": 0.6 * 0.38 * 0.9 -> log -1.58, 3 tokens
+KNOWN = {START: {A: 0.6, B: 0.4}, A: {END: 0.62, E: 0.38}, E: {END: 0.9, A: 0.1}, B: {C: 0.82, END: 0.18},
+         C: {D: 0.82, END: 0.18}, D: {END: 0.82, A: 0.18}}
+
+
+def test_known_scores_without_length_penalty():
+    decoder = BigramDecoder(KNOWN, vocab_size=8)
+    [ranked] = beam_search(decoder, torch.zeros(1, 4, 2), start_id=START, end_id=END, beam_size=3, n_best=3, max_length=10)
+    assert [h.token_ids for h in ranked] == [[A], [B, C, D], [A, E]]
+    assert [h.log_probability for h in ranked] == pytest.approx(
+        [math.log(0.6 * 0.62), math.log(0.4 * 0.82**3), math.log(0.6 * 0.38 * 0.9)], abs=1e-4)
+    assert [h.score for h in ranked] == [h.log_probability for h in ranked]
+    assert all(h.finished for h in ranked)
+
+
+def test_length_penalty_favours_longer_captions():
+    decoder = BigramDecoder(KNOWN, vocab_size=8)
+    [ranked] = beam_search(decoder, torch.zeros(1, 4, 2), start_id=START, end_id=END, beam_size=3, n_best=3,
+                           max_length=10, length_penalty=1.0)
+    assert [h.token_ids for h in ranked] == [[B, C, D], [A], [A, E]]
+    for hypothesis in ranked:  # score = log-probability / tokens (with <end>) ** alpha
+        assert hypothesis.score == pytest.approx(hypothesis.log_probability / (len(hypothesis.token_ids) + 1))
+    greedy = greedy_decode(decoder, torch.zeros(1, 4, 2), start_id=START, end_id=END, max_length=10)
+    assert greedy[0].token_ids == [A]  # greedy has no length penalty to change its mind
+
+
+# ---- tokens a caption must never contain ----
+
+def test_suppressed_tokens_are_never_emitted():
+    UNK = 3
+    # the model's favourite first word is <unk>, then <start>; suppressed, the next best caption is "b"
+    table = {START: {UNK: 0.5, START: 0.3, B: 0.2}, B: {END: 0.9, UNK: 0.1}}
+    decoder = BigramDecoder(table, vocab_size=8)
+    grid = torch.zeros(2, 4, 2)
+    [plain] = greedy_decode(decoder, grid[:1], start_id=START, end_id=END, max_length=3)
+    assert UNK in plain.token_ids
+    suppress = (0, START, UNK)
+    for hypothesis in greedy_decode(decoder, grid, start_id=START, end_id=END, max_length=3, suppress_ids=suppress):
+        assert hypothesis.token_ids == [B] and hypothesis.finished
+        assert hypothesis.log_probability == pytest.approx(math.log(0.2 * 0.9), abs=1e-4)
+    for hypotheses in beam_search(decoder, grid, start_id=START, end_id=END, beam_size=3, n_best=3, max_length=3,
+                                  suppress_ids=suppress):
+        assert hypotheses[0].token_ids == [B]
+        assert all(not set(h.token_ids) & set(suppress) for h in hypotheses)
+
+
+def test_trained_decoder_that_loves_unk_still_emits_words(trained):
+    run, _, grid = trained
+    decoder = copy.deepcopy(run.decoder)
+    vocabulary = run.vocabulary
+    with torch.no_grad():
+        decoder.output.bias[vocabulary.unk_id] += 50.0
+    suppress = vocabulary.never_emitted_ids
+    assert set(suppress) == {vocabulary.pad_id, vocabulary.start_id, vocabulary.unk_id}
+    [[spoiled]] = beam_search(decoder, grid[:1], start_id=START, end_id=END, beam_size=2, max_length=5)
+    assert vocabulary.unk_id in spoiled.token_ids  # without suppression the caption is all <unk>
+    for hypotheses in beam_search(decoder, grid, start_id=START, end_id=END, beam_size=2, max_length=12, suppress_ids=suppress):
+        assert hypotheses[0].token_ids and not set(hypotheses[0].token_ids) & set(suppress)
