@@ -46,6 +46,7 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_inference.py $(RUN)
+	$(BIN)/python benchmarks/bench_server.py $(RUN) $(FLICKR8K_DIR)/images --seconds 10
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -128,3 +128,15 @@ def tiny_captioner(tiny_run):
     from captioner.inference import Captioner
 
     return Captioner.load(tiny_run)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Run torch on one thread: the test models are tiny, and on a 2-core machine that is already busy
+    (a training job) two threads stall on each other, making tiny training steps up to 30 times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

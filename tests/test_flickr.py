@@ -31,7 +31,8 @@ def write_split_files(folder: Path, splits: dict[str, list[str]]) -> None:
 def test_token_file_layout_with_official_splits(tiny_flickr):
     dataset = read_flickr8k(tiny_flickr)
     assert {split: len(images) for split, images in dataset.splits.items()} == {"train": 12, "dev": 6, "test": 6}
-    assert sorted(dataset.splits["dev"]) == sorted(f"{c}_{s}_2.jpg" for c in ("red", "green", "blue") for s in ("square", "circle"))
+    expected_dev = [f"{colour}_{shape}_2.jpg" for colour in ("red", "green", "blue") for shape in ("square", "circle")]
+    assert sorted(dataset.splits["dev"]) == sorted(expected_dev)
     assert dataset.splits["train"]["red_circle_0.jpg"] == [
         ["a", "red", "circle"], ["a", "red", "circle", "on", "a", "white", "background"], ["the", "circle", "is", "red"],
     ]
@@ -59,7 +60,10 @@ def test_token_file_blank_and_malformed_lines_are_skipped_and_counted(tmp_path, 
     write_split_files(tmp_path, {"train": ["a.jpg", "b.jpg", "c.jpg"]})
     with caplog.at_level(logging.WARNING):
         dataset = read_flickr8k(tmp_path)
-    assert dataset.splits["train"] == {"a.jpg": [["a", "dog", "runs"]], "b.jpg": [["a", "cat", "sleeps"], ["the", "cat", "is", "grey"]]}
+    assert dataset.splits["train"] == {
+        "a.jpg": [["a", "dog", "runs"]],
+        "b.jpg": [["a", "cat", "sleeps"], ["the", "cat", "is", "grey"]],
+    }
     assert dataset.skipped_lines == 6
     assert "skipped 6 blank or malformed caption lines" in caplog.text
 
@@ -73,7 +77,8 @@ def test_missing_images_are_counted_and_skipped(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         dataset = read_flickr8k(tmp_path)
     assert sorted(dataset.missing_images) == ["also_gone.jpg", "gone.jpg"]
-    assert {split: sorted(images) for split, images in dataset.splits.items()} == {"train": ["here.jpg"], "dev": ["dev.jpg"], "test": []}
+    found = {split: sorted(images) for split, images in dataset.splits.items()}
+    assert found == {"train": ["here.jpg"], "dev": ["dev.jpg"], "test": []}
     assert "skipped 2 images" in caplog.text
 
 

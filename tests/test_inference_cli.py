@@ -238,3 +238,18 @@ def test_cli_n_best_prints_ranked_candidates(tiny_run, tiny_flickr, capsys):
     assert lines[0] == str(path)
     scores = [float(line.split()[0]) for line in lines[1:]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize(("option", "value", "reason"), [
+    ("--n-best", "0", "expected a number >= 1, got 0"),
+    ("--beam", "-2", "expected a number >= 1, got -2"),
+    ("--batch-size", "0", "expected a number >= 1, got 0"),
+    ("--beam", "three", "expected a whole number, got 'three'"),
+])
+def test_cli_refuses_bad_sizes_with_a_usage_error(tiny_run, tiny_flickr, capsys, option, value, reason):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["caption", str(tiny_run), str(tiny_flickr / "images" / GOOD[0]), option, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: {reason}" in err
+    assert "Traceback" not in err

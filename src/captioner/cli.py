@@ -16,6 +16,17 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config key, e.g. --set train.epochs=20 (repeatable)")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type for sizes and counts: a bad value is a usage error, not a traceback from deep inside."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
 def _config(args: argparse.Namespace):
     from captioner.config import load_config
 
@@ -152,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a run on a split; writes metrics.json, report.md, pictures")
     evaluate.add_argument("run")
     evaluate.add_argument("--split", default="test", choices=["train", "dev", "test"])
-    evaluate.add_argument("--beam", type=int, default=None, help="beam size (default: the run's decode.beam_size)")
+    evaluate.add_argument("--beam", type=_positive_int, default=None, help="beam size (default: the run's decode.beam_size)")
     evaluate.add_argument("--length-penalty", type=float, default=None)
     evaluate.add_argument("--max-images", type=int, default=0, help="score only the first N images (0: all)")
     evaluate.add_argument("--out", help="output folder (default: RUN/eval-SPLIT)")
@@ -161,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     caption = commands.add_parser("caption", help="caption images or folders of images")
     caption.add_argument("run")
     caption.add_argument("images", nargs="+", help="image files or folders")
-    caption.add_argument("--beam", type=int, default=None)
-    caption.add_argument("--n-best", type=int, default=1)
-    caption.add_argument("--batch-size", type=int, default=16)
+    caption.add_argument("--beam", type=_positive_int, default=None)
+    caption.add_argument("--n-best", type=_positive_int, default=1)
+    caption.add_argument("--batch-size", type=_positive_int, default=16)
     caption.add_argument("--json", action="store_true", help="print JSON instead of text")
     caption.set_defaults(handler=command_caption)
 

@@ -107,7 +107,8 @@ class AttentionLSTMDecoder(nn.Module):
         image_index: (captions,) which image each caption describes.
         """
         per_image = self.init_state(grid)
-        hidden, cell = per_image.hidden[image_index], per_image.cell[image_index]  # (captions, hidden_dim)
+        hidden = per_image.hidden.index_select(0, image_index)  # (captions, hidden_dim)
+        cell = per_image.cell.index_select(0, image_index)
         embedded = self.embedding(captions[:, :-1])  # (captions, steps, embed_dim)
         embedding_gates = self.gates_from_embedding(embedded)  # (captions, steps, 4 * hidden_dim)
         steps = int(lengths[0]) - 1
@@ -118,7 +119,7 @@ class AttentionLSTMDecoder(nn.Module):
             # gather the grid rows per step from the small per-image tensors: cheaper in the backward
             # pass than slicing caption-sized copies, whose gradients would be zero-filled every step
             rows = image_index[:active]
-            state = DecoderState(per_image.memory[rows], per_image.keys[rows], hidden[:active], cell[:active])
+            state = DecoderState(per_image.memory.index_select(0, rows), per_image.keys.index_select(0, rows), hidden[:active], cell[:active])
             state, context, weights = self._cell(state, embedding_gates[:active, step])
             hidden, cell = state.hidden, state.cell
             weights_per_step.append(F.pad(weights, (0, 0, 0, captions.shape[0] - active)))  # (captions, pixels)
