@@ -119,6 +119,13 @@ def test_csv_layout_with_header_and_quoting(tmp_path):
     assert dataset.skipped_lines == 4
 
 
+def test_csv_with_a_byte_order_mark_is_read(tmp_path):
+    write_images(tmp_path / "images", ["a.jpg"])
+    (tmp_path / "captions.txt").write_text("image,caption\na.jpg,A dog runs .\n", encoding="utf-8-sig")
+    write_split_files(tmp_path, {"train": ["a.jpg"]})
+    assert read_flickr8k(tmp_path).splits["train"] == {"a.jpg": [["a", "dog", "runs"]]}
+
+
 def test_csv_without_the_header_is_refused(tmp_path):
     write_images(tmp_path / "images", ["a.jpg"])
     (tmp_path / "captions.txt").write_text("a.jpg,A dog runs\n")

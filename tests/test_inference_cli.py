@@ -65,6 +65,13 @@ def test_caption_paths_pil_images_and_bytes_alike(tiny_captioner, tiny_flickr):
     assert "attention" not in from_path.to_dict()
 
 
+def test_package_exports_the_python_api(tiny_run, tiny_flickr):
+    import captioner
+
+    loaded = captioner.Captioner.load(tiny_run)
+    assert isinstance(loaded.caption(tiny_flickr / "images" / "red_square_0.jpg")[0], captioner.Caption)
+
+
 def test_tiny_model_names_colour_and_shape(tiny_captioner, tiny_flickr):
     names = [f"{colour}_{shape}_0.jpg" for colour in COLOURS for shape in SHAPES]
     captions = tiny_captioner.caption([tiny_flickr / "images" / name for name in names])

@@ -62,7 +62,9 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     beam_size = beam_size or config.decode.beam_size
     length_penalty = config.decode.length_penalty if length_penalty is None else length_penalty
     images_dir, splits, _ = load_prepared(config.data.prepared_dir)
-    references_by_image = splits.get(split, {})
+    if split not in splits:
+        raise CaptionerError(f"unknown split '{split}'; the prepared data has {', '.join(splits)}")
+    references_by_image = splits[split]
     cache = open_prepared_features(config)
     names = cache.available(sorted(references_by_image))
     if max_images:

@@ -67,7 +67,7 @@ def _read_csv_file(path: Path) -> tuple[dict[str, list[str]], int]:
     """`image,caption` CSV with a header line -> raw captions per image, and the malformed row count."""
     captions: dict[str, list[str]] = {}
     skipped = 0
-    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:  # -sig: tolerate a BOM
         rows = csv.reader(handle)
         header = next(rows, None)
         if header is None or [cell.strip().lower() for cell in header[:2]] != ["image", "caption"]:
