@@ -371,7 +371,7 @@ def test_evaluate_run_writes_the_report(tiny_run, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["scores"] == json.loads(json.dumps(scores))
 
 
-def test_evaluate_unknown_split_images(tiny_run, tmp_path):
+def test_evaluate_unknown_split_is_named(tiny_run, tmp_path):
     run_dir = copy_run(tiny_run, tmp_path / "run")
-    with pytest.raises(CaptionerError, match="no validation images with cached features"):
+    with pytest.raises(CaptionerError, match="unknown split 'validation'; the prepared data has train, dev, test"):
         evaluate_run(run_dir, split="validation", pictures=False)

@@ -70,7 +70,7 @@ def load_image(image: ImageInput, *, max_bytes: int = MAX_IMAGE_BYTES, max_pixel
         try:
             opened = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError:
-            raise ImageError(f"{name}: too many pixels (over Pillow's decompression-bomb limit)") from None
+            raise ImageError(f"{name}: too many pixels to decode safely (a possible decompression bomb)") from None
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not an image file (or a format Pillow cannot read)") from None
         except Exception as error:  # Pillow raises many types for malformed headers
