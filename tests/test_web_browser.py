@@ -11,7 +11,7 @@ import pytest
 
 from captioner.inference import Captioner
 from captioner.web.app import BackgroundServer, create_app
-from conftest import draw_shape
+from conftest import SHARED_FLICKR8K, draw_shape
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -37,8 +37,13 @@ def browser():
 
 @pytest.fixture()
 def photos(tmp_path) -> dict[str, Path]:
-    photo = tmp_path / "red circle.jpg"
-    draw_shape("red", "circle", 3).resize((320, 240)).save(photo, quality=95)
+    """A real Flickr8k test photo where the data set is here, else a generated one."""
+    test_list = SHARED_FLICKR8K / "Flickr_8k.testImages.txt"
+    if test_list.is_file():
+        photo = SHARED_FLICKR8K / "images" / test_list.read_text().split()[0]
+    else:
+        photo = tmp_path / "red circle.jpg"
+        draw_shape("red", "circle", 3).resize((320, 240)).save(photo, quality=95)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"these bytes are not a JPEG")
     return {"photo": photo, "broken": broken}
