@@ -48,5 +48,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_inference.py $(RUN)
 	$(BIN)/python benchmarks/bench_server.py $(RUN) $(FLICKR8K_DIR)/images --seconds 10
 
+lint: setup
+	$(BIN)/ruff check --select F src tests benchmarks
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,7 +13,6 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 

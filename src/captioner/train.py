@@ -10,7 +10,6 @@ import io
 import logging
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
