@@ -9,6 +9,7 @@ import torch
 
 from captioner.checkpoint import load_run
 from captioner.config import ModelConfig
+from captioner.data.flickr import load_prepared
 from captioner.decoding import beam_search, greedy_decode
 from captioner.errors import CaptionerError
 from captioner.model import AttentionLSTMDecoder, DecoderState, build_decoder
@@ -27,7 +28,8 @@ def random_decoder(vocab_size: int = 11, channels: int = 16, seed: int = 0) -> A
 def trained(tiny_run):
     """The tiny run's decoder and the cached grids of all its images."""
     run = load_run(tiny_run)
-    cache = open_prepared_features(run.config)
+    _, splits, _ = load_prepared(run.config.data.prepared_dir)
+    cache = open_prepared_features(run.config, splits)
     names = cache.available(list(cache.index["images"]))
     return run, names, cache.load(names)
 

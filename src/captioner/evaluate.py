@@ -66,7 +66,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     if split not in splits:
         raise CaptionerError(f"unknown split '{split}'; the prepared data has {', '.join(splits)}")
     references_by_image = splits[split]
-    cache = open_prepared_features(config)
+    cache = open_prepared_features(config, splits)
     names = cache.available(sorted(references_by_image))
     if max_images:
         names = names[:max_images]

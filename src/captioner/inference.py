@@ -32,9 +32,9 @@ class Caption:
 
     def to_dict(self, *, attention: bool = False) -> dict[str, Any]:
         record: dict[str, Any] = {"text": self.text, "log_probability": round(self.log_probability, 4),
-                                  "score": round(self.score, 4), "tokens": self.tokens}
-        if attention:
-            record["attention"] = np.round(self.attention, 4).tolist()
+                                  "score": round(self.score, 4), "tokens": self.tokens, "finished": self.finished}
+        if attention:  # float64 first, so the rounded weights print as short decimals
+            record["attention"] = np.round(self.attention.astype(np.float64), 4).tolist()
         if self.alternatives:
             record["alternatives"] = [item.to_dict(attention=attention) for item in self.alternatives]
         return record

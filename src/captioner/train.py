@@ -152,7 +152,7 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     _, splits, vocabulary = load_prepared(config.data.prepared_dir)
-    cache = open_prepared_features(config)
+    cache = open_prepared_features(config, splits)
     if not cache.complete:
         raise CaptionerError(f"feature cache {cache.folder} is incomplete; rerun `captioner features` to finish it")
     train_data = _load_split(cache, splits, "train", vocabulary, config, config.train.max_train_images)

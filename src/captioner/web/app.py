@@ -24,7 +24,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 import uvicorn
 from fastapi import FastAPI, File, Form, Request, UploadFile
@@ -142,10 +141,10 @@ ERRORS = {
 
 # --- helpers ------------------------------------------------------------------------------------------
 def candidate_record(caption: Caption, *, attention: bool) -> dict[str, Any]:
-    record: dict[str, Any] = {"caption": caption.text, "tokens": caption.tokens, "score": round(caption.score, 4),
-                              "log_probability": round(caption.log_probability, 4), "finished": caption.finished}
-    if attention:
-        record["attention"] = np.round(caption.attention.astype(np.float64), 4).tolist()
+    """`Caption.to_dict` in the API's shape: the text under "caption", alternatives listed by the caller."""
+    record = caption.to_dict(attention=attention)
+    record.pop("alternatives", None)
+    record["caption"] = record.pop("text")
     return record
 
 
