@@ -6,7 +6,7 @@ FLICKR8K_DIR ?= ../shared/flickr8k
 CONFIG ?= configs/default.yaml
 RUN ?= runs/default
 
-.PHONY: setup browser data demo train evaluate test test-fast bench lint clean
+.PHONY: setup browser data demo train evaluate best test test-fast bench lint clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ train: data
 
 evaluate:
 	$(BIN)/captioner evaluate $(RUN) --split test --beam 3
+
+# the best preset end to end: features (skipped when cached), training, test score, and the wall time
+best:
+	@start=$$(date +%s); $(MAKE) --no-print-directory train evaluate CONFIG=configs/best.yaml RUN=runs/best && \
+	echo "make best: $$(( $$(date +%s) - start )) s wall time"
 
 demo: train evaluate
 	$(BIN)/captioner caption $(RUN) $$(head -n 3 "$(FLICKR8K_DIR)/Flickr_8k.testImages.txt" | sed 's|^|$(FLICKR8K_DIR)/images/|') --n-best 3

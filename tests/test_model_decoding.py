@@ -1,4 +1,5 @@
-"""The attention LSTM decoder and its decoding: shapes, greedy vs beam, batching, n-best, length penalty, no <end>."""
+"""The decoders (attention LSTM, Transformer) and decoding: shapes, greedy vs beam, batching, n-best,
+length penalty, no <end>, sampling, and the self-critical loss."""
 from __future__ import annotations
 
 import copy
@@ -8,12 +9,15 @@ import pytest
 import torch
 
 from captioner.checkpoint import load_run
-from captioner.config import ModelConfig
+from captioner.config import Config, ModelConfig
 from captioner.data.flickr import load_prepared
-from captioner.decoding import beam_search, greedy_decode
+from captioner.data.text import Vocabulary
+from captioner.decoding import EnsembleDecoder, beam_search, greedy_decode, sample_captions
 from captioner.errors import CaptionerError
-from captioner.model import AttentionLSTMDecoder, DecoderState, build_decoder
+from captioner.model import AttentionLSTMDecoder, DecoderState, TransformerDecoder, TransformerState, build_decoder
 from captioner.pipeline import open_prepared_features
+from captioner.reward import CiderD
+from captioner.train import self_critical_loss
 
 START, END = 1, 2
 
@@ -22,6 +26,15 @@ def random_decoder(vocab_size: int = 11, channels: int = 16, seed: int = 0) -> A
     torch.manual_seed(seed)
     return AttentionLSTMDecoder(vocab_size=vocab_size, encoder_channels=channels, embed_dim=8, feature_dim=12,
                                 attention_dim=10, hidden_dim=14, dropout=0.0).eval()
+
+
+def random_transformer(vocab_size: int = 11, channels: int = 16, seed: int = 0) -> TransformerDecoder:
+    torch.manual_seed(seed)
+    return TransformerDecoder(vocab_size=vocab_size, encoder_channels=channels, dim=16, layers=2, encoder_layers=1,
+                              heads=4, ff_dim=32, dropout=0.0).eval()
+
+
+RANDOM_DECODERS = {"lstm": random_decoder, "transformer": random_transformer}
 
 
 @pytest.fixture(scope="module")
@@ -64,18 +77,35 @@ def test_teacher_forced_forward_shapes_and_packing():
     torch.testing.assert_close(output.attention_sums.sum(dim=1), (lengths - 1).float())
 
 
-def test_teacher_forcing_and_step_by_step_decoding_agree():
-    decoder = random_decoder(seed=1)
-    grid = torch.randn(1, 9, 16)
-    caption = torch.tensor([[START, 5, 7, 4, END]])
+@pytest.mark.parametrize("kind", RANDOM_DECODERS)
+def test_teacher_forcing_and_step_by_step_decoding_agree(kind):
+    decoder = RANDOM_DECODERS[kind](seed=1)
+    grid = torch.randn(2, 9, 16)
+    captions = torch.tensor([[START, 5, 7, 4, END], [START, 6, END, 0, 0]])
+    lengths, image_index = torch.tensor([5, 3]), torch.tensor([1, 0])
     with torch.no_grad():
-        forced = decoder(grid, caption, torch.tensor([5]), torch.tensor([0])).logits.log_softmax(dim=-1)  # (4, vocab)
-        state = decoder.init_state(grid)
+        output = decoder(grid, captions, lengths, image_index)
+        forced = output.logits.log_softmax(dim=-1)  # (tokens, vocab)
+        state = decoder.init_state(grid).select(image_index)
         stepped = []
-        for token in caption[0, :-1]:
-            log_probs, state, _ = decoder.step(state, token.view(1))
-            stepped.append(log_probs[0])
-    torch.testing.assert_close(torch.stack(stepped), forced, rtol=1e-5, atol=1e-5)
+        for step in range(4):
+            log_probs, state, _ = decoder.step(state, captions[:, step])
+            stepped.append(log_probs)
+    stepped_by_caption = torch.stack(stepped, dim=1)  # (captions, steps, vocab)
+    pairs = _row_steps(output.rows)
+    assert len(pairs) == int((lengths - 1).sum())
+    assert output.targets.tolist() == [int(captions[row, step + 1]) for row, step in pairs]
+    torch.testing.assert_close(torch.stack([stepped_by_caption[row, step] for row, step in pairs]), forced, rtol=1e-5, atol=1e-5)
+
+
+def _row_steps(rows: torch.Tensor) -> list[tuple[int, int]]:
+    """(caption, step) of each packed token, given which caption each token belongs to (steps in order per caption)."""
+    seen: dict[int, int] = {}
+    pairs = []
+    for row in rows.tolist():
+        pairs.append((row, seen.get(row, 0)))
+        seen[row] = seen.get(row, 0) + 1
+    return pairs
 
 
 def test_step_attention_rows_sum_to_one():
@@ -91,11 +121,53 @@ def test_step_attention_rows_sum_to_one():
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(3))
 
 
-def test_build_decoder_refuses_unknown_types():
+def test_build_decoder_builds_each_type_and_refuses_unknown_ones():
     assert isinstance(build_decoder(ModelConfig(embed_dim=8, feature_dim=8, attention_dim=8, hidden_dim=8),
                                     vocab_size=9, encoder_channels=4), AttentionLSTMDecoder)
-    with pytest.raises(CaptionerError, match="unknown model.type 'transformer'; available: lstm-attention"):
-        build_decoder(ModelConfig(type="transformer"), vocab_size=9, encoder_channels=4)
+    transformer = build_decoder(ModelConfig(type="transformer", embed_dim=16, layers=2, encoder_layers=0, heads=2, ff_dim=24),
+                                vocab_size=9, encoder_channels=4)
+    assert isinstance(transformer, TransformerDecoder)
+    assert len(transformer.blocks) == 2 and len(transformer.grid_blocks) == 0
+    with pytest.raises(CaptionerError, match="unknown model.type 'gru'; available: lstm-attention, transformer"):
+        build_decoder(ModelConfig(type="gru"), vocab_size=9, encoder_channels=4)
+
+
+def test_transformer_scores_only_real_tokens_and_trains_every_weight():
+    decoder = random_transformer().train()
+    captions = torch.tensor([[START, 5, 7, END], [START, 6, END, 0], [START, END, 0, 0]])
+    output = decoder(torch.randn(2, 9, 16), captions, torch.tensor([4, 3, 2]), torch.tensor([0, 1, 1]))
+    assert output.rows.tolist() == [0, 0, 0, 1, 1, 2]
+    assert output.targets.tolist() == [5, 7, END, 6, END, END]
+    assert output.attention_sums is None  # no doubly stochastic penalty for multi-head attention
+    output.logits.log_softmax(dim=-1).gather(1, output.targets.unsqueeze(1)).sum().backward()
+    assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in decoder.parameters())
+
+
+def test_transformer_state_caches_one_step_per_token_and_attention_sums_to_one():
+    decoder = random_transformer()
+    state = decoder.init_state(torch.randn(3, 9, 16))
+    assert isinstance(state, TransformerState)
+    assert state.grid_keys.shape == (3, 2, 4, 9, 4) and state.past_keys.shape == (3, 2, 4, 0, 4)
+    for step in range(1, 4):
+        log_probs, state, weights = decoder.step(state, torch.full((3,), START))
+        assert state.past_keys.shape == state.past_values.shape == (3, 2, 4, step, 4)
+    torch.testing.assert_close(log_probs.exp().sum(dim=1), torch.ones(3))
+    assert weights.shape == (3, 9) and bool((weights >= 0).all())
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(3))
+    assert state.select(torch.tensor([2, 2])).past_keys.shape[0] == 2
+
+
+def test_transformer_beam_search_on_a_batch_equals_one_image_at_a_time():
+    decoder = random_transformer(seed=3)
+    grid = torch.randn(3, 9, 16) * 3
+    together = beam_search(decoder, grid, start_id=START, end_id=END, beam_size=3, n_best=2, max_length=6)
+    for image in range(3):
+        [alone] = beam_search(decoder, grid[image : image + 1], start_id=START, end_id=END, beam_size=3, n_best=2, max_length=6)
+        assert [h.token_ids for h in alone] == [h.token_ids for h in together[image]]
+        assert [h.score for h in alone] == pytest.approx([h.score for h in together[image]], abs=1e-5)
+    greedy = greedy_decode(decoder, grid, start_id=START, end_id=END, max_length=6)
+    for one, [other] in zip(greedy, beam_search(decoder, grid, start_id=START, end_id=END, beam_size=1, max_length=6)):
+        assert one.token_ids == other.token_ids
 
 
 # ---- greedy and beam search on the trained tiny decoder ----
@@ -197,6 +269,38 @@ def test_beam_search_without_end_returns_max_length_words_unfinished(trained, be
         assert [h.score for h in hypotheses] == sorted((h.score for h in hypotheses), reverse=True)
 
 
+# ---- ensembles ----
+
+def test_ensemble_step_averages_the_members_log_probabilities():
+    lstm, transformer = random_decoder(seed=1), random_transformer(seed=2)
+    ensemble = EnsembleDecoder([lstm, transformer])
+    grid, tokens = torch.randn(3, 9, 16), torch.tensor([START, 5, 6])
+    with torch.no_grad():
+        log_probs, state, weights = ensemble.step(ensemble.init_state(grid), tokens)
+        expected_lstm, _, weights_lstm = lstm.step(lstm.init_state(grid), tokens)
+        expected_transformer, _, weights_transformer = transformer.step(transformer.init_state(grid), tokens)
+    torch.testing.assert_close(log_probs, ((expected_lstm + expected_transformer) / 2).log_softmax(dim=-1))
+    torch.testing.assert_close(log_probs.exp().sum(dim=1), torch.ones(3))
+    torch.testing.assert_close(weights, (weights_lstm + weights_transformer) / 2)
+    assert len(state.select(torch.tensor([0, 0])).states) == 2
+
+
+def test_ensemble_beam_search_batches_and_a_one_member_ensemble_is_its_member():
+    lstm, transformer = random_decoder(seed=4), random_transformer(seed=5)
+    grid = torch.randn(2, 9, 16) * 3
+    options = dict(start_id=START, end_id=END, beam_size=3, n_best=2, max_length=6)
+    alone = beam_search(lstm, grid, **options)
+    assert [[h.token_ids for h in image] for image in beam_search(EnsembleDecoder([lstm]), grid, **options)] == \
+        [[h.token_ids for h in image] for image in alone]
+    ensemble = EnsembleDecoder([lstm, transformer])
+    together = beam_search(ensemble, grid, **options)
+    for image in range(2):
+        [one] = [beam_search(ensemble, grid[image : image + 1], **options)[0]]
+        assert [h.token_ids for h in one] == [h.token_ids for h in together[image]]
+    with pytest.raises(ValueError, match="different vocabulary sizes"):
+        EnsembleDecoder([lstm, random_transformer(vocab_size=12)])
+
+
 # ---- a decoder with a known answer: the length penalty ----
 
 class BigramDecoder:
@@ -279,3 +383,52 @@ def test_trained_decoder_that_loves_unk_still_emits_words(trained):
     assert vocabulary.unk_id in spoiled.token_ids  # without suppression the caption is all <unk>
     for hypotheses in beam_search(decoder, grid, start_id=START, end_id=END, beam_size=2, max_length=12, suppress_ids=suppress):
         assert hypotheses[0].token_ids and not set(hypotheses[0].token_ids) & set(suppress)
+
+
+# ---- sampling and the self-critical loss ----
+
+def test_samples_follow_the_model_distribution_image_by_image():
+    decoder = BigramDecoder(KNOWN, vocab_size=8)
+    torch.manual_seed(0)
+    drawn = sample_captions(decoder, torch.zeros(2, 4, 2), samples=3000, start_id=START, end_id=END, max_length=10)
+    assert len(drawn) == 6000
+    first_words = [words[0] for words, _ in drawn]
+    assert first_words.count(A) / len(drawn) == pytest.approx(0.6, abs=0.03)
+    assert all(finished and words[-1] in (A, E, B, C, D) for words, finished in drawn)
+    assert drawn.count(([A], True)) / len(drawn) == pytest.approx(0.6 * 0.62, abs=0.03)
+
+
+def test_samples_are_cut_at_max_length_and_never_hold_suppressed_tokens():
+    UNK = 3
+    table = {START: {UNK: 0.5, B: 0.5}, B: {B: 0.99, END: 0.01}, UNK: {END: 1.0}}
+    torch.manual_seed(0)
+    drawn = sample_captions(BigramDecoder(table, vocab_size=8), torch.zeros(4, 4, 2), samples=5, start_id=START, end_id=END,
+                            max_length=4, suppress_ids=(0, START, UNK))
+    assert all(UNK not in words and START not in words for words, _ in drawn)
+    assert all(len(words) <= 4 for words, _ in drawn)
+    assert (([B] * 4, False) in drawn)
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        sample_captions(BigramDecoder(table, vocab_size=8), torch.zeros(1, 4, 2), samples=0, start_id=START, end_id=END)
+
+
+@pytest.mark.parametrize("kind", RANDOM_DECODERS)
+def test_self_critical_steps_raise_the_reward(kind):
+    vocabulary = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", *"abcdefg"])
+    # each image has one right caption; the reward is CIDEr-D against it
+    references = {"one": [[4, 5, 6]] * 5, "two": [[7, 8]] * 5, "three": [[9, 10, 4]] * 5}
+    reward = CiderD(references)
+    config = Config()
+    config.train.scst_samples, config.train.scst_max_length = 8, 6
+    decoder = RANDOM_DECODERS[kind]()
+    torch.manual_seed(0)
+    grid = torch.randn(3, 9, 16) * 3
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=0.03)
+    rewards = []
+    for _ in range(50):
+        loss, mean_reward = self_critical_loss(decoder, grid, list(references), reward, vocabulary, config)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        rewards.append(mean_reward)
+    assert sum(rewards[-10:]) > 2 * sum(rewards[:10])  # a flipped sign would make it fall
+    assert not decoder.training  # sampled and scored without dropout

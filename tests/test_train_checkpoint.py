@@ -375,3 +375,59 @@ def test_evaluate_unknown_split_is_named(tiny_run, tmp_path):
     run_dir = copy_run(tiny_run, tmp_path / "run")
     with pytest.raises(CaptionerError, match="unknown split 'validation'; the prepared data has train, dev, test"):
         evaluate_run(run_dir, split="validation", pictures=False)
+
+
+def test_ensemble_evaluation_is_reported_apart_from_the_run(tiny_run, tmp_path):
+    run_dir, other = copy_run(tiny_run, tmp_path / "run"), copy_run(tiny_run, tmp_path / "other")
+    single = evaluate_run(run_dir, split="test", beam_size=3, pictures=False)
+    both = evaluate_run(run_dir, split="test", beam_size=3, pictures=False, ensemble=[str(other)])
+    assert both["ensemble"] == [str(other)] and single["ensemble"] == []
+    assert both["scores"] == single["scores"]  # a model voting with its copy decodes as it does alone
+    assert "| **captioner `run + other`** |" in (run_dir / "eval-test-ensemble" / "report.md").read_text()
+    assert json.loads((run_dir / "eval-test-ensemble" / "metrics.json").read_text())["ensemble"] == [str(other)]
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["scores"] == json.loads(json.dumps(single["scores"]))
+
+
+def test_ensemble_of_runs_with_different_vocabularies_is_refused(tiny_run, tmp_path):
+    other = copy_run(tiny_run, tmp_path / "other")
+    vocabulary = json.loads((other / "vocab.json").read_text())
+    vocabulary["words"][4], vocabulary["words"][5] = vocabulary["words"][5], vocabulary["words"][4]
+    (other / "vocab.json").write_text(json.dumps(vocabulary))
+    with pytest.raises(CaptionerError, match=f"cannot ensemble {other} with {tiny_run}: their vocabularies differ"):
+        Captioner.load(tiny_run, ensemble=[other])
+    assert main(["caption", str(tiny_run), str(tmp_path), "--ensemble", str(other)]) == 2
+
+
+# ---- the Transformer decoder, trained ----
+
+def test_a_transformer_run_trains_and_captions_held_out_pictures(tiny_run, tmp_path, no_curves):
+    config = config_from_dict(load_run(tiny_run).config.to_dict())
+    config.run_dir = str(tmp_path / "transformer")
+    config.model.type, config.model.embed_dim, config.model.ff_dim, config.model.heads = "transformer", 32, 64, 4
+    config.model.layers, config.model.encoder_layers = 2, 1
+    config.train.epochs, config.train.learning_rate, config.train.label_smoothing = 25, 0.002, 0.1
+    train(config, show_progress=False)
+    metrics = evaluate_run(config.run_dir, split="test", beam_size=3, pictures=False)
+    # it names the colour and shape of pictures it never saw (in the shortest reference's words: no 4-grams to score)
+    assert metrics["scores"]["BLEU-1"] > 0.6 and metrics["scores"]["CIDEr"] > 1.0
+    assert load_run(config.run_dir).config.model.type == "transformer"
+
+
+# ---- self-critical sequence training ----
+
+def test_self_critical_training_continues_a_finished_run_from_its_best_epoch(tiny_run, tmp_path, capsys, no_curves):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    config = config_from_dict(load_run(tiny_run).config.to_dict())
+    config.run_dir = str(run_dir)
+    config.train.scst_epochs = 4
+    config.train.scst_learning_rate = 1e-3
+    best_epoch = json.loads((run_dir / "trainer_state.json").read_text())["best_epoch"]
+    summary = train(config, show_progress=False)
+    assert f"self-critical training from the best cross-entropy epoch ({best_epoch})" in capsys.readouterr().out
+    assert summary["epochs_done"] == 44
+    rows = list(csv.DictReader((run_dir / "history.csv").open()))
+    assert [row["phase"] for row in rows] == ["xe"] * 40 + ["scst"] * 4
+    rewards = [float(row["train_reward"]) for row in rows[40:]]
+    assert all(reward > 0 for reward in rewards)
+    print(rewards, [row["dev_CIDEr"] for row in rows[38:]])

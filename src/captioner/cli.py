@@ -77,7 +77,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from captioner.evaluate import evaluate_run
 
     metrics = evaluate_run(args.run, split=args.split, beam_size=args.beam, length_penalty=args.length_penalty,
-                           max_images=args.max_images, output_dir=args.out)
+                           max_images=args.max_images, output_dir=args.out, ensemble=args.ensemble)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -86,7 +86,7 @@ def command_caption(args: argparse.Namespace) -> int:
     from captioner.data.images import list_images
     from captioner.inference import Captioner
 
-    captioner = Captioner.load(args.run)
+    captioner = Captioner.load(args.run, ensemble=args.ensemble or ())
     inputs: list[Path] = []
     empty_folders = 0
     for raw in args.images:
@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--beam", type=_positive_int, default=None, help="beam size (default: the run's decode.beam_size)")
     evaluate.add_argument("--length-penalty", type=float, default=None)
     evaluate.add_argument("--max-images", type=int, default=0, help="score only the first N images (0: all)")
-    evaluate.add_argument("--out", help="output folder (default: RUN/eval-SPLIT)")
+    evaluate.add_argument("--out", help="output folder (default: RUN/eval-SPLIT, or RUN/eval-SPLIT-ensemble)")
+    evaluate.add_argument("--ensemble", nargs="+", metavar="RUN", help="more runs (same encoder and vocabulary) to decode with RUN as one")
     evaluate.set_defaults(handler=command_evaluate)
 
     caption = commands.add_parser("caption", help="caption images or folders of images")
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--n-best", type=_positive_int, default=1)
     caption.add_argument("--batch-size", type=_positive_int, default=16)
     caption.add_argument("--json", action="store_true", help="print JSON instead of text")
+    caption.add_argument("--ensemble", nargs="+", metavar="RUN", help="more runs (same encoder and vocabulary) to decode with RUN as one")
     caption.set_defaults(handler=command_caption)
 
     serve = commands.add_parser("serve", help="web page and HTTP API")

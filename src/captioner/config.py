@@ -34,12 +34,16 @@ class EncoderConfig:
 
 @dataclass
 class ModelConfig:
-    type: str = "lstm-attention"
-    embed_dim: int = 512
-    feature_dim: int = 512  # encoder channels are projected to this once per image
-    attention_dim: int = 512
-    hidden_dim: int = 512
+    type: str = "lstm-attention"  # lstm-attention | transformer
+    embed_dim: int = 512  # word embeddings; the transformer's width
+    feature_dim: int = 512  # lstm-attention: encoder channels are projected to this once per image
+    attention_dim: int = 512  # lstm-attention only
+    hidden_dim: int = 512  # lstm-attention only
     dropout: float = 0.5
+    layers: int = 3  # transformer decoder layers
+    encoder_layers: int = 1  # transformer self-attention layers over the grid, run once per image
+    heads: int = 8  # transformer attention heads
+    ff_dim: int = 2048  # transformer feed-forward width
 
 
 @dataclass
@@ -53,7 +57,12 @@ class TrainConfig:
     grad_clip: float = 5.0
     label_smoothing: float = 0.0
     attention_regularisation: float = 1.0  # lambda of the doubly stochastic penalty
-    early_stopping_patience: int = 4  # epochs without a better dev CIDEr
+    early_stopping_patience: int = 4  # cross-entropy epochs without a better dev CIDEr
+    # self-critical sequence training (Rennie et al. 2017) after cross-entropy, from its best checkpoint
+    scst_epochs: int = 0
+    scst_learning_rate: float = 5e-5
+    scst_samples: int = 5  # per image; each sample's baseline is the mean reward of the others (Luo 2020)
+    scst_max_length: int = 20  # words per sample
     seed: int = 0
     threads: int = 0  # 0: torch's default
     max_train_images: int = 0  # 0: all; smaller for smoke runs and tests

@@ -1,4 +1,5 @@
-"""Greedy and batched beam search over a decoder's `init_state` / `step` interface."""
+"""Greedy decoding, batched beam search and sampling over a decoder's `init_state` / `step` interface,
+and an ensemble of decoders behind that same interface."""
 from __future__ import annotations
 
 import math
@@ -15,6 +16,37 @@ class Hypothesis:
     score: float  # what the hypotheses were ranked by (length-normalised when asked)
     attention: torch.Tensor  # (steps, pixels): one row per emitted token, <end> included when emitted
     finished: bool  # False when the caption hit max_length without <end>
+
+
+@dataclass
+class EnsembleState:
+    states: list  # one decoding state per member
+
+    def select(self, index: torch.Tensor) -> "EnsembleState":
+        return EnsembleState([state.select(index) for state in self.states])
+
+
+class EnsembleDecoder:
+    """Decoders trained on the same encoder and vocabulary, decoding as one: their log-probabilities are
+    averaged each step (then renormalised), their attention maps too."""
+
+    def __init__(self, decoders: Sequence[torch.nn.Module]):
+        if not decoders:
+            raise ValueError("an ensemble needs at least one decoder")
+        sizes = {decoder.vocab_size for decoder in decoders}
+        if len(sizes) != 1:
+            raise ValueError(f"ensemble members have different vocabulary sizes: {sorted(sizes)}")
+        self.decoders = list(decoders)
+        self.vocab_size = sizes.pop()
+
+    def init_state(self, grid: torch.Tensor) -> EnsembleState:
+        return EnsembleState([decoder.init_state(grid) for decoder in self.decoders])
+
+    def step(self, state: EnsembleState, previous_tokens: torch.Tensor) -> tuple[torch.Tensor, EnsembleState, torch.Tensor]:
+        outputs = [decoder.step(member, previous_tokens) for decoder, member in zip(self.decoders, state.states)]
+        log_probs = torch.stack([log_probs for log_probs, _, _ in outputs]).mean(dim=0).log_softmax(dim=-1)  # (rows, vocab)
+        weights = torch.stack([weights for _, _, weights in outputs]).mean(dim=0)  # (rows, pixels)
+        return log_probs, EnsembleState([member for _, member, _ in outputs]), weights
 
 
 def _normalised(log_probability: float, length: int, length_penalty: float) -> float:
@@ -54,13 +86,43 @@ def greedy_decode(decoder, grid: torch.Tensor, *, start_id: int, end_id: int, ma
     total = torch.stack(log_probs, dim=1).sum(dim=1)  # (images,)
     results = []
     for row in range(images):
-        ids = chosen_ids[row].tolist()
-        finished = end_id in ids[: max_length + 1]
-        words = ids[: ids.index(end_id)] if finished else ids[:max_length]
+        words, finished = _split_at_end(chosen_ids[row].tolist(), end_id, max_length)
         steps = len(words) + (1 if finished else 0)
         value = float(total[row])
         results.append(Hypothesis(words, value, value, attention[row, :steps].clone(), finished))
     return results
+
+
+def _split_at_end(ids: list[int], end_id: int, max_length: int) -> tuple[list[int], bool]:
+    """Words before the first <end> (finished), or the first max_length words when there is none."""
+    if end_id in ids[: max_length + 1]:
+        return ids[: ids.index(end_id)], True
+    return ids[:max_length], False
+
+
+@torch.inference_mode()
+def sample_captions(decoder, grid: torch.Tensor, *, samples: int, start_id: int, end_id: int, max_length: int = 20,
+                    suppress_ids: Sequence[int] = ()) -> list[tuple[list[int], bool]]:
+    """`samples` captions per image drawn from the decoder's distribution (torch's global RNG).
+
+    Returns (words, finished) per sample, image-major: rows [i * samples, (i + 1) * samples) are image i's.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    images = grid.shape[0]
+    state = decoder.init_state(grid).select(torch.arange(images).repeat_interleave(samples))
+    tokens = torch.full((images * samples,), start_id, dtype=torch.long)
+    running = torch.ones(images * samples, dtype=torch.bool)
+    chosen = []
+    for _ in range(max_length + 1):  # max_length words, then <end>
+        log_probs, state, _ = decoder.step(state, tokens)
+        tokens = torch.multinomial(_suppress(log_probs, suppress_ids).exp(), 1).squeeze(1)  # (images*samples,)
+        tokens = torch.where(running, tokens, torch.full_like(tokens, end_id))
+        chosen.append(tokens)
+        running &= tokens != end_id
+        if not running.any():
+            break
+    return [_split_at_end(ids, end_id, max_length) for ids in torch.stack(chosen, dim=1).tolist()]
 
 
 @torch.inference_mode()

@@ -13,9 +13,9 @@ import torch
 
 from captioner.checkpoint import load_run
 from captioner.data.images import ImageInput, describe, load_image
-from captioner.decoding import Hypothesis, beam_search
+from captioner.decoding import EnsembleDecoder, Hypothesis, beam_search
 from captioner.encoders import Encoder
-from captioner.errors import ImageError
+from captioner.errors import CaptionerError, ImageError
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,13 @@ class Caption:
 
 
 class Captioner:
-    """A trained run ready to caption images: encoder + decoder + vocabulary + decoding defaults."""
+    """A trained run ready to caption images: encoder + decoder + vocabulary + decoding defaults.
 
-    def __init__(self, run_dir: str | Path):
+    `ensemble` names more runs trained on the same encoder and vocabulary; their decoders then vote
+    with the run's own at every step (averaged log-probabilities). Decoding defaults are the first run's.
+    """
+
+    def __init__(self, run_dir: str | Path, *, ensemble: Sequence[str | Path] = ()):
         run = load_run(run_dir)
         self.run_dir = Path(run_dir)
         self.config = run.config
@@ -53,10 +57,19 @@ class Captioner:
         self.encoder = Encoder(run.config.encoder.name)
         if self.encoder.weights_sha256 != run.info["encoder"].get("weights_sha256"):
             log.warning("encoder weights differ from the ones this run was trained with; captions may be worse")
+        self.ensemble = [Path(member) for member in ensemble]
+        if self.ensemble:
+            members = [load_run(member) for member in self.ensemble]
+            for member in members:
+                if member.vocabulary.words != run.vocabulary.words:
+                    raise CaptionerError(f"cannot ensemble {member.folder} with {run_dir}: their vocabularies differ")
+                if member.info["encoder"] != run.info["encoder"]:
+                    raise CaptionerError(f"cannot ensemble {member.folder} with {run_dir}: they were trained on different encoders")
+            self.decoder = EnsembleDecoder([run.decoder, *(member.decoder for member in members)])
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "Captioner":
-        return cls(run_dir)
+    def load(cls, run_dir: str | Path, *, ensemble: Sequence[str | Path] = ()) -> "Captioner":
+        return cls(run_dir, ensemble=ensemble)
 
     def encode(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Images -> (batch, pixels, channels) grid; raises ImageError for the first bad one."""

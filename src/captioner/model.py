@@ -1,11 +1,15 @@
-"""Soft-attention LSTM decoder after Xu et al. 2015, "Show, Attend and Tell".
+"""Caption decoders over an encoder grid, both behind one interface (`init_state`, `step`, `forward`).
 
-Attention MLP over the encoder grid, a gating scalar on the context, h/c initialised from the
-mean feature, a deep output layer (Xu eq. 7) and doubly stochastic attention regularisation.
-The grid is projected and its attention keys computed once per image, not once per caption.
+`lstm-attention`: the soft-attention LSTM of Xu et al. 2015, "Show, Attend and Tell": attention MLP
+over the grid, a gating scalar on the context, h/c initialised from the mean feature, a deep output
+layer (Xu eq. 7) and doubly stochastic attention regularisation.
+`transformer`: a pre-norm Transformer decoder (Vaswani et al. 2017) cross-attending to the grid,
+trained in parallel over time steps and decoded incrementally with cached keys and values.
+Either way the grid is projected and its attention keys computed once per image, not once per caption.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +35,8 @@ class DecoderState:
 class TeacherForcedOutput:
     logits: torch.Tensor  # (valid tokens, vocab) packed in time-major order
     targets: torch.Tensor  # (valid tokens,) matching `logits`
-    attention_sums: torch.Tensor  # (captions, pixels) sum over time of the attention weights
+    rows: torch.Tensor  # (valid tokens,) which caption each token belongs to
+    attention_sums: torch.Tensor | None  # (captions, pixels) sum over time of the attention weights; None: no penalty
 
 
 class AttentionLSTMDecoder(nn.Module):
@@ -114,7 +119,7 @@ class AttentionLSTMDecoder(nn.Module):
         steps = int(lengths[0]) - 1
         # captions are sorted by length, so the first `active` rows are the ones still running
         active_per_step = (lengths.unsqueeze(0) > torch.arange(1, steps + 1).unsqueeze(1)).sum(dim=1).tolist()
-        hiddens, contexts, embeddeds, targets, weights_per_step = [], [], [], [], []
+        hiddens, contexts, embeddeds, targets, rows_per_step, weights_per_step = [], [], [], [], [], []
         for step, active in enumerate(active_per_step):
             # gather the grid rows per step from the small per-image tensors: cheaper in the backward
             # pass than slicing caption-sized copies, whose gradients would be zero-filled every step
@@ -127,17 +132,202 @@ class AttentionLSTMDecoder(nn.Module):
             contexts.append(context)
             embeddeds.append(embedded[:active, step])
             targets.append(captions[:active, step + 1])
+            rows_per_step.append(torch.arange(active))
         attention_sums = torch.stack(weights_per_step).sum(dim=0)  # (captions, pixels)
         logits = self._logits(torch.cat(embeddeds), torch.cat(hiddens), torch.cat(contexts))  # (tokens, vocab)
-        return TeacherForcedOutput(logits, torch.cat(targets), attention_sums)
+        return TeacherForcedOutput(logits, torch.cat(targets), torch.cat(rows_per_step), attention_sums)
+
+
+def sinusoids(positions: int, dim: int) -> torch.Tensor:
+    """(positions, dim) sine/cosine position codes of Vaswani et al."""
+    frequencies = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # (dim/2,)
+    angles = torch.arange(positions, dtype=torch.float32).unsqueeze(1) * frequencies  # (positions, dim/2)
+    return torch.stack([angles.sin(), angles.cos()], dim=2).flatten(1)  # (positions, dim)
+
+
+def grid_sinusoids(pixels: int, dim: int) -> torch.Tensor:
+    """(pixels, dim) 2-D position codes for a square row-major grid: half the channels code the row, half the column."""
+    side = math.isqrt(pixels)
+    if side * side != pixels:
+        raise ValueError(f"expected a square grid, got {pixels} pixels")
+    codes = sinusoids(side, dim // 2)  # (side, dim/2)
+    return torch.cat([codes.repeat_interleave(side, dim=0), codes.repeat(side, 1)], dim=1)  # (pixels, dim)
+
+
+class MultiHeadAttention(nn.Module):
+    """Attention whose keys/values are projected separately, so the grid's are computed once per image."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.query = nn.Linear(dim, dim)
+        self.key_value = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (rows, length, dim) -> (rows, heads, length, head_dim)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.key_value(x).chunk(2, dim=-1)
+        return self._split(keys), self._split(values)  # each (rows, heads, length, head_dim)
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, *, causal: bool = False,
+                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        query = self._split(self.query(x))  # (rows, heads, queries, head_dim)
+        weights = None
+        if need_weights:  # decoding: the attention map is part of the output
+            scores = query @ keys.transpose(2, 3) / math.sqrt(query.shape[-1])  # (rows, heads, queries, keys)
+            if causal:
+                scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+            probabilities = scores.softmax(dim=-1)
+            mixed = probabilities @ values
+            weights = probabilities.mean(dim=1)  # (rows, queries, keys) averaged over heads
+        else:
+            # no dropout on the attention weights: on a CPU drawing those masks costs more than it helps
+            mixed = F.scaled_dot_product_attention(query, keys, values, is_causal=causal)
+        return self.out(mixed.transpose(1, 2).flatten(2)), weights  # (rows, queries, dim)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: self-attention, cross-attention to the grid (decoder blocks only), feed-forward."""
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float, *, cross: bool):
+        super().__init__()
+        self.self_norm = nn.LayerNorm(dim)
+        self.self_attention = MultiHeadAttention(dim, heads)
+        self.cross_norm = nn.LayerNorm(dim) if cross else None
+        self.cross_attention = MultiHeadAttention(dim, heads) if cross else None
+        self.ff_norm = nn.LayerNorm(dim)
+        self.feed_forward = nn.Sequential(nn.Linear(dim, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, *, causal: bool, past: tuple[torch.Tensor, torch.Tensor] | None = None,
+                grid_keys: torch.Tensor | None = None, grid_values: torch.Tensor | None = None, need_weights: bool = False):
+        """x: (rows, length, dim). `past`: cached self-attention keys/values of earlier steps (decoding).
+
+        Returns x, this step's self-attention keys/values (cache included), and the grid attention weights.
+        """
+        normed = self.self_norm(x)
+        keys, values = self.self_attention.keys_values(normed)
+        if past is not None:
+            keys, values = torch.cat([past[0], keys], dim=2), torch.cat([past[1], values], dim=2)
+        # with a cache the single new query may see every cached step, so no mask
+        attended, _ = self.self_attention(normed, keys, values, causal=causal and past is None)
+        x = x + self.dropout(attended)
+        weights = None
+        if self.cross_attention is not None:
+            attended, weights = self.cross_attention(self.cross_norm(x), grid_keys, grid_values, need_weights=need_weights)
+            x = x + self.dropout(attended)
+        x = x + self.dropout(self.feed_forward(self.ff_norm(x)))
+        return x, (keys, values), weights
+
+
+@dataclass
+class TransformerState:
+    """Decoding state; rows are (image x beam). Tensors are (rows, layers, heads, length, head_dim)."""
+
+    grid_keys: torch.Tensor
+    grid_values: torch.Tensor
+    past_keys: torch.Tensor  # self-attention cache of the steps so far
+    past_values: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> "TransformerState":
+        return TransformerState(self.grid_keys[index], self.grid_values[index], self.past_keys[index], self.past_values[index])
+
+
+class TransformerDecoder(nn.Module):
+    def __init__(self, *, vocab_size: int, encoder_channels: int, dim: int = 512, layers: int = 3, encoder_layers: int = 1,
+                 heads: int = 8, ff_dim: int = 2048, dropout: float = 0.1):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.dim = dim
+        self.feature_norm = nn.LayerNorm(encoder_channels)
+        self.feature_projection = nn.Linear(encoder_channels, dim)
+        self.grid_blocks = nn.ModuleList(TransformerBlock(dim, heads, ff_dim, dropout, cross=False) for _ in range(encoder_layers))
+        self.grid_norm = nn.LayerNorm(dim)
+        self.embedding = nn.Embedding(vocab_size, dim)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, ff_dim, dropout, cross=True) for _ in range(layers))
+        self.final_norm = nn.LayerNorm(dim)
+        self.output = nn.Linear(dim, vocab_size)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.normal_(self.embedding.weight, std=dim**-0.5)  # scaled by sqrt(dim) on input: unit variance, as the position codes
+
+    def _encode(self, grid: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, pixels, channels) -> per decoder layer, the grid's keys and values (images, heads, pixels, head_dim)."""
+        memory = self.feature_projection(self.feature_norm(grid.float()))  # (images, pixels, dim)
+        memory = self.dropout(memory + grid_sinusoids(memory.shape[1], self.dim))
+        for block in self.grid_blocks:
+            memory, _, _ = block(memory, causal=False)
+        memory = self.grid_norm(memory)
+        return [block.cross_attention.keys_values(memory) for block in self.blocks]
+
+    def _embed(self, tokens: torch.Tensor, first_position: int) -> torch.Tensor:
+        positions = sinusoids(first_position + tokens.shape[1], self.dim)[first_position:]  # (length, dim)
+        return self.dropout(self.embedding(tokens) * math.sqrt(self.dim) + positions)  # (rows, length, dim)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.final_norm(x))
+
+    def init_state(self, grid: torch.Tensor) -> TransformerState:
+        grid_kv = self._encode(grid)
+        grid_keys = torch.stack([keys for keys, _ in grid_kv], dim=1)  # (images, layers, heads, pixels, head_dim)
+        grid_values = torch.stack([values for _, values in grid_kv], dim=1)
+        empty = grid_keys[:, :, :, :0]  # no steps yet
+        return TransformerState(grid_keys, grid_values, empty, empty)
+
+    def step(self, state: TransformerState, previous_tokens: torch.Tensor) -> tuple[torch.Tensor, TransformerState, torch.Tensor]:
+        """One decoding step: (rows,) previous tokens -> (rows, vocab) log-probs, new state, (rows, pixels) attention."""
+        x = self._embed(previous_tokens.unsqueeze(1), state.past_keys.shape[3])  # (rows, 1, dim)
+        keys, values = [], []
+        weights = None
+        for layer, block in enumerate(self.blocks):
+            x, (layer_keys, layer_values), weights = block(
+                x, causal=True, past=(state.past_keys[:, layer], state.past_values[:, layer]),
+                grid_keys=state.grid_keys[:, layer], grid_values=state.grid_values[:, layer], need_weights=layer == len(self.blocks) - 1)
+            keys.append(layer_keys)
+            values.append(layer_values)
+        log_probs = self._logits(x.squeeze(1)).log_softmax(dim=-1)  # (rows, vocab)
+        new_state = TransformerState(state.grid_keys, state.grid_values, torch.stack(keys, dim=1), torch.stack(values, dim=1))
+        return log_probs, new_state, weights.squeeze(1)  # the last layer's grid attention, averaged over heads
+
+    def forward(self, grid: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor, image_index: torch.Tensor,
+                *, chunk_size: int = 32) -> TeacherForcedOutput:
+        """Teacher forcing, all time steps at once; arguments as for AttentionLSTMDecoder.forward.
+
+        Captions run in chunks of `chunk_size` of similar length, each cut to its own longest caption,
+        so a batch's one long caption does not make every caption pay for its padding.
+        """
+        grid_kv = self._encode(grid)
+        order = lengths.argsort(descending=True, stable=True)
+        logits, targets, rows = [], [], []
+        for start in range(0, len(order), chunk_size):
+            chunk = order[start : start + chunk_size]
+            steps = int(lengths[chunk].max()) - 1
+            x = self._embed(captions[chunk, :steps], 0)  # (chunk, steps, dim)
+            for block, (grid_keys, grid_values) in zip(self.blocks, grid_kv):
+                chunk_images = image_index[chunk]
+                x, _, _ = block(x, causal=True, grid_keys=grid_keys.index_select(0, chunk_images),
+                                grid_values=grid_values.index_select(0, chunk_images))
+            chunk_targets = captions[chunk, 1 : steps + 1]  # (chunk, steps)
+            chunk_rows, step_index = (chunk_targets != 0).nonzero(as_tuple=True)  # <pad> is id 0; only real tokens are scored
+            logits.append(self._logits(x[chunk_rows, step_index]))
+            targets.append(chunk_targets[chunk_rows, step_index])
+            rows.append(chunk[chunk_rows])
+        return TeacherForcedOutput(torch.cat(logits), torch.cat(targets), torch.cat(rows), None)
 
 
 def build_decoder(model_config, *, vocab_size: int, encoder_channels: int) -> nn.Module:
     """The decoder a config names (`model.type`)."""
     from captioner.errors import CaptionerError
 
+    if model_config.type == "transformer":
+        return TransformerDecoder(vocab_size=vocab_size, encoder_channels=encoder_channels, dim=model_config.embed_dim,
+                                  layers=model_config.layers, encoder_layers=model_config.encoder_layers,
+                                  heads=model_config.heads, ff_dim=model_config.ff_dim, dropout=model_config.dropout)
     if model_config.type != "lstm-attention":
-        raise CaptionerError(f"unknown model.type '{model_config.type}'; available: lstm-attention")
+        raise CaptionerError(f"unknown model.type '{model_config.type}'; available: lstm-attention, transformer")
     return AttentionLSTMDecoder(
         vocab_size=vocab_size,
         encoder_channels=encoder_channels,

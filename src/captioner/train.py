@@ -1,4 +1,5 @@
-"""Training loop: teacher forcing on cached features, dev validation each epoch, best checkpoint, resume.
+"""Training loop: teacher forcing on cached features, then optional self-critical sequence training;
+dev validation each epoch, best checkpoint, resume.
 
 Every epoch seeds its own shuffling and dropout from (seed, epoch), so a run killed and resumed
 gives the same weights as one that never stopped.
@@ -18,22 +19,25 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from captioner.checkpoint import load_trainer_state, read_json, save_tensors, save_trainer_state, write_run_info
+from captioner.checkpoint import load_tensors, load_trainer_state, read_json, save_tensors, save_trainer_state, write_run_info
 from captioner.config import Config
 from captioner.data.flickr import load_prepared
 from captioner.data.text import Vocabulary
-from captioner.decoding import greedy_decode
+from captioner.decoding import greedy_decode, sample_captions
 from captioner.errors import CaptionerError
 from captioner.io import atomic_write_text
 from captioner.metrics import fast_scores
 from captioner.model import build_decoder
 from captioner.pipeline import open_prepared_features
+from captioner.reward import CiderD
 
 log = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = ("epoch", "learning_rate", "train_loss", "dev_loss", "dev_token_accuracy", "dev_BLEU-4", "dev_CIDEr", "epoch_seconds")
-# keys that may differ between a run and its resumption
-RESUMABLE_CHANGES = {"epochs", "early_stopping_patience", "threads"}
+HISTORY_COLUMNS = ("epoch", "phase", "learning_rate", "train_loss", "train_reward", "dev_loss", "dev_token_accuracy",
+                   "dev_BLEU-4", "dev_CIDEr", "epoch_seconds")
+# train keys that may differ between a run and its resumption (a finished cross-entropy run can go on to SCST);
+# decoding settings never change the weights, so they may differ too (a length penalty tuned after training)
+RESUMABLE_CHANGES = {"epochs", "early_stopping_patience", "threads", "scst_epochs", "scst_learning_rate", "scst_samples", "scst_max_length"}
 
 
 class CaptionBatches:
@@ -50,17 +54,24 @@ class CaptionBatches:
         if shuffle_seed is not None:
             np.random.default_rng(shuffle_seed).shuffle(order)
         for start in range(0, len(order), images_per_batch):
-            yield self.collate(order[start : start + images_per_batch].tolist())
+            rows = order[start : start + images_per_batch].tolist()
+            yield *self.collate(rows), rows
 
     def collate(self, image_rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         pairs = [(position, ids) for position, row in enumerate(image_rows) for ids in self.captions[row]]
-        pairs.sort(key=lambda pair: -len(pair[1]))
-        lengths = torch.tensor([len(ids) for _, ids in pairs])
-        padded = torch.zeros((len(pairs), int(lengths[0])), dtype=torch.long)  # <pad> is id 0
-        for row, (_, ids) in enumerate(pairs):
-            padded[row, : len(ids)] = torch.tensor(ids)
-        image_index = torch.tensor([position for position, _ in pairs])
+        padded, lengths, order = pad_longest_first([ids for _, ids in pairs])
+        image_index = torch.tensor([pairs[row][0] for row in order.tolist()])
         return self.grid[image_rows], padded, lengths, image_index
+
+
+def pad_longest_first(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token-id lists -> (padded ids, lengths) sorted longest first as the decoders want, and that order."""
+    order = torch.tensor(sorted(range(len(sequences)), key=lambda row: -len(sequences[row])), dtype=torch.long)
+    lengths = torch.tensor([len(sequences[row]) for row in order.tolist()])
+    padded = torch.zeros((len(sequences), int(lengths[0])), dtype=torch.long)  # <pad> is id 0
+    for position, row in enumerate(order.tolist()):
+        padded[position, : len(sequences[row])] = torch.tensor(sequences[row])
+    return padded, lengths, order
 
 
 def learning_rate_at(step: int, total_steps: int, config: Config) -> float:
@@ -76,10 +87,46 @@ def learning_rate_at(step: int, total_steps: int, config: Config) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def scst_learning_rate_at(step: int, total_steps: int, config: Config) -> float:
+    """Cosine decay from train.scst_learning_rate to 5% over the self-critical steps, no warm-up."""
+    progress = min(1.0, step / max(1, total_steps))
+    return config.train.scst_learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def caption_loss(output, config: Config) -> torch.Tensor:
     cross_entropy = F.cross_entropy(output.logits, output.targets, label_smoothing=config.train.label_smoothing)
+    if output.attention_sums is None:
+        return cross_entropy
     attention_penalty = ((1.0 - output.attention_sums) ** 2).mean()  # doubly stochastic regularisation
     return cross_entropy + config.train.attention_regularisation * attention_penalty
+
+
+def self_critical_loss(decoder, grid: torch.Tensor, image_keys: list[str], reward: CiderD, vocabulary: Vocabulary,
+                       config: Config) -> tuple[torch.Tensor, float]:
+    """REINFORCE with a CIDEr-D reward; each sample's baseline is the mean reward of the image's other samples.
+
+    Returns the loss and the mean reward of the samples. Sampling and scoring both run without
+    dropout, so the gradient is that of the policy that drew the samples.
+    """
+    samples = config.train.scst_samples
+    decoder.eval()
+    drawn = sample_captions(decoder, grid, samples=samples, start_id=vocabulary.start_id, end_id=vocabulary.end_id,
+                            max_length=config.train.scst_max_length, suppress_ids=vocabulary.never_emitted_ids)
+    image_index = torch.arange(grid.shape[0]).repeat_interleave(samples)  # (images*samples,)
+    rewards = torch.tensor(reward.scores([image_keys[row] for row in image_index.tolist()], [words for words, _ in drawn]))
+    rewards = rewards.view(-1, samples)  # (images, samples)
+    baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (samples - 1)
+    advantage = (rewards - baseline).view(-1)  # (images*samples,)
+    # teacher-force the samples for differentiable log-probabilities (in parallel over time where the decoder can)
+    sequences = [[vocabulary.start_id, *words] + ([vocabulary.end_id] if finished else []) for words, finished in drawn]
+    padded, lengths, order = pad_longest_first(sequences)
+    output = decoder(grid, padded, lengths, image_index[order])
+    # the policy is the distribution sampled from: without the never-emitted tokens, which would otherwise
+    # soak up the probability that negative advantages push away from sampled words
+    logits = output.logits.index_fill(1, torch.tensor(vocabulary.never_emitted_ids), float("-inf"))
+    token_log_probs = logits.log_softmax(dim=-1).gather(1, output.targets.unsqueeze(1)).squeeze(1)  # (tokens,)
+    loss = -(advantage[order][output.rows] * token_log_probs).sum() / output.targets.numel()
+    return loss, float(rewards.mean())
 
 
 @torch.inference_mode()
@@ -88,7 +135,7 @@ def validate(decoder, data: CaptionBatches, vocabulary: Vocabulary, config: Conf
     decoder.eval()
     loss_sum, correct, tokens = 0.0, 0, 0
     candidates: dict[str, str] = {}
-    for grid, captions, lengths, image_index in data.batches(100):
+    for grid, captions, lengths, image_index, _ in data.batches(100):
         output = decoder(grid, captions, lengths, image_index)
         count = output.targets.numel()
         loss_sum += F.cross_entropy(output.logits, output.targets, reduction="sum").item()
@@ -122,12 +169,12 @@ def _write_history(folder: Path, history: list[dict[str, float]]) -> None:
 
 def _check_resumable(folder: Path, config: Config) -> None:
     saved = read_json(folder / "config.json")["config"]
-    wanted = config.to_dict()
+    wanted, defaults = config.to_dict(), Config().to_dict()
     for section, values in wanted.items():
-        if not isinstance(values, dict):
+        if not isinstance(values, dict) or section == "decode":
             continue
         for key, value in values.items():
-            old = saved.get(section, {}).get(key)
+            old = saved.get(section, {}).get(key, defaults[section][key])  # keys newer than the run hold their default
             if old != value and not (section == "train" and key in RESUMABLE_CHANGES):
                 raise CaptionerError(
                     f"{folder} holds a run with {section}.{key}={old!r}, not {value!r}; "
@@ -151,6 +198,8 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the run in `config.run_dir`; returns a summary of the best epoch."""
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
+    if config.train.scst_epochs and config.train.scst_samples < 2:
+        raise CaptionerError(f"train.scst_samples must be >= 2 (each sample's baseline is the others' mean), got {config.train.scst_samples}")
     _, splits, vocabulary = load_prepared(config.data.prepared_dir)
     cache = open_prepared_features(config, splits)
     if not cache.complete:
@@ -174,22 +223,40 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
 
     steps_per_epoch = math.ceil(len(train_data.names) / config.train.images_per_batch)
     total_steps = steps_per_epoch * config.train.epochs
+    last_epoch = config.train.epochs + config.train.scst_epochs
+    reward = None
     history: list[dict[str, float]] = counters["history"]
-    for epoch in range(counters["epoch"] + 1, config.train.epochs + 1):
-        if counters["epochs_without_improvement"] >= config.train.early_stopping_patience:
+    epoch = counters["epoch"] + 1
+    while epoch <= last_epoch:
+        self_critical = epoch > config.train.epochs
+        if not self_critical and counters["epochs_without_improvement"] >= config.train.early_stopping_patience:
             print(f"early stopping: dev CIDEr has not improved for {counters['epochs_without_improvement']} epochs")
-            break
+            epoch = config.train.epochs + 1
+            continue
+        if self_critical and reward is None:
+            reward = CiderD({name: [ids[1:-1] for ids in captions] for name, captions in zip(train_data.names, train_data.captions)})
+            if "scst_start_step" not in counters:  # entering SCST: start from the best cross-entropy weights
+                decoder.load_state_dict(load_tensors(folder / "model.safetensors"))
+                optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.train.scst_learning_rate, weight_decay=config.train.weight_decay)
+                counters.update(scst_start_step=counters["step"], epochs_without_improvement=0)
+                print(f"self-critical training from the best cross-entropy epoch ({counters['best_epoch']})")
         started = time.perf_counter()
         torch.manual_seed(config.train.seed * 1000 + epoch)
-        decoder.train()
-        loss_sum, batches = 0.0, 0
+        loss_sum, reward_sum, batches = 0.0, 0.0, 0
         bar = tqdm(train_data.batches(config.train.images_per_batch, shuffle_seed=config.train.seed * 1000 + epoch),
-                   total=steps_per_epoch, desc=f"epoch {epoch}/{config.train.epochs}", disable=not show_progress, leave=False)
-        for grid, captions, lengths, image_index in bar:
-            learning_rate = learning_rate_at(counters["step"], total_steps, config)
+                   total=steps_per_epoch, desc=f"epoch {epoch}/{last_epoch}" + (" scst" if self_critical else ""),
+                   disable=not show_progress, leave=False)
+        for grid, captions, lengths, image_index, image_rows in bar:
+            if self_critical:
+                learning_rate = scst_learning_rate_at(counters["step"] - counters["scst_start_step"], steps_per_epoch * config.train.scst_epochs, config)
+                loss, mean_reward = self_critical_loss(decoder, grid, [train_data.names[row] for row in image_rows], reward, vocabulary, config)
+                reward_sum += mean_reward
+            else:
+                learning_rate = learning_rate_at(counters["step"], total_steps, config)
+                decoder.train()
+                loss = caption_loss(decoder(grid, captions, lengths, image_index), config)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate
-            loss = caption_loss(decoder(grid, captions, lengths, image_index), config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(decoder.parameters(), config.train.grad_clip)
@@ -197,9 +264,10 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
             counters["step"] += 1
             loss_sum += loss.item()
             batches += 1
-            bar.set_postfix(loss=f"{loss_sum / batches:.3f}")
+            bar.set_postfix({"reward" if self_critical else "loss": f"{(reward_sum if self_critical else loss_sum) / batches:.3f}"})
         bar.close()
-        row = {"epoch": epoch, "learning_rate": learning_rate, "train_loss": loss_sum / max(batches, 1)}
+        row = {"epoch": epoch, "phase": "scst" if self_critical else "xe", "learning_rate": learning_rate,
+               "train_loss": loss_sum / max(batches, 1), "train_reward": reward_sum / max(batches, 1) if self_critical else ""}
         row.update(validate(decoder, dev_data, vocabulary, config))
         row["epoch_seconds"] = time.perf_counter() - started
         history.append(row)
@@ -212,9 +280,11 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
         counters["epoch"] = epoch
         save_trainer_state(folder, decoder, optimizer, counters)
         _write_history(folder, history)
-        print(f"epoch {epoch}: train loss {row['train_loss']:.3f}, dev loss {row['dev_loss']:.3f}, "
-              f"dev BLEU-4 {row['dev_BLEU-4']:.4f}, dev CIDEr {row['dev_CIDEr']:.4f}, {row['epoch_seconds']:.0f} s"
-              + (" (best)" if improved else ""), flush=True)
+        print(f"epoch {epoch}{' (scst)' if self_critical else ''}: train loss {row['train_loss']:.3f}"
+              + (f", train reward {row['train_reward']:.3f}" if self_critical else "")
+              + f", dev loss {row['dev_loss']:.3f}, dev BLEU-4 {row['dev_BLEU-4']:.4f}, dev CIDEr {row['dev_CIDEr']:.4f}, "
+              f"{row['epoch_seconds']:.0f} s" + (" (best)" if improved else ""), flush=True)
+        epoch += 1
     return {
         "run": str(folder),
         "epochs_done": counters["epoch"],
