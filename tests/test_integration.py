@@ -78,7 +78,7 @@ def pipeline(flickr_slice, tmp_path_factory):
         code, out, err = run_cli(command)
         assert code == 0, f"captioner {name} failed: {err}"
         outputs[name] = out
-    return {"work": work, "run": run_dir, "outputs": outputs}
+    return {"work": work, "run": run_dir, "outputs": outputs, "overrides": overrides}
 
 
 def run_cli(command: list[str]) -> tuple[int, str, str]:
@@ -186,3 +186,18 @@ def test_token_file_csv_and_karpathy_layouts_agree_on_the_real_data(tmp_path):
         {"filename": name, "split": split_of[name], "sentences": found} for name, found in sentences.items()]}))
     (karpathy_folder / "images").symlink_to(source / "images")
     assert read_flickr8k(karpathy_folder).splits == token_layout.splits
+
+
+def test_a_transformer_then_self_critical_training_on_the_real_slice(pipeline):
+    """The second decoder type and the CIDEr-D fine-tuning phase, by the CLI, on the slice's cached features."""
+    run_dir = pipeline["work"] / "transformer"
+    settings = ["model.type=transformer", "model.embed_dim=64", "model.layers=1", "model.encoder_layers=1", "model.heads=4",
+                "model.ff_dim=128", "train.epochs=3", "train.scst_epochs=1", "train.scst_samples=3", "train.scst_learning_rate=0.0001"]
+    code, _, err = run_cli(["train", "--run", str(run_dir), *pipeline["overrides"], *(a for s in settings for a in ("--set", s))])
+    assert code == 0, err
+    rows = list(csv.DictReader((run_dir / "history.csv").open()))
+    assert [row["phase"] for row in rows] == ["xe", "xe", "xe", "scst"]
+    assert float(rows[-1]["train_reward"]) > 0.0  # mean CIDEr-D of the sampled captions
+    code, out, err = run_cli(["evaluate", str(run_dir), "--split", "test", "--beam", "2"])
+    assert code == 0, err
+    assert json.loads(out)["scores"]["CIDEr"] > 0.0
