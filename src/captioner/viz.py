@@ -21,17 +21,24 @@ def _save(figure, path: str | Path) -> None:
 
 
 def plot_training_curves(history: list[dict[str, float]], path: str | Path) -> None:
-    """Loss (train and dev) and dev BLEU-4 / CIDEr per epoch."""
+    """Loss (train and dev) and dev BLEU-4 / CIDEr per epoch; self-critical epochs show their mean reward instead
+    of a training loss (a policy-gradient loss is not comparable with cross-entropy)."""
     epochs = [row["epoch"] for row in history]
+    cross_entropy = [row for row in history if row.get("phase") != "scst"]
+    self_critical = [row for row in history if row.get("phase") == "scst"]
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_axis.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train loss")
+    loss_axis.plot([row["epoch"] for row in cross_entropy], [row["train_loss"] for row in cross_entropy], marker="o", label="train loss")
     loss_axis.plot(epochs, [row["dev_loss"] for row in history], marker="o", label="dev loss (cross-entropy)")
-    loss_axis.set_xlabel("epoch")
-    loss_axis.legend()
     score_axis.plot(epochs, [row["dev_BLEU-4"] for row in history], marker="o", label="dev BLEU-4")
     score_axis.plot(epochs, [row["dev_CIDEr"] for row in history], marker="o", label="dev CIDEr")
-    score_axis.set_xlabel("epoch")
-    score_axis.legend()
+    if self_critical:
+        score_axis.plot([row["epoch"] for row in self_critical], [row["train_reward"] for row in self_critical], marker="o",
+                        label="train reward (CIDEr-D of samples)")
+        for axis in (loss_axis, score_axis):
+            axis.axvline(self_critical[0]["epoch"] - 0.5, color="grey", linestyle="--", label="self-critical from here")
+    for axis in (loss_axis, score_axis):
+        axis.set_xlabel("epoch")
+        axis.legend()
     _save(figure, path)
 
 
