@@ -39,7 +39,7 @@ def row_for(label: str, folder: Path) -> str:
     total = sum(minutes for minutes, _ in times)
     reached = times[0][1] if len(runs) == 1 else None
     scores = " | ".join(f"{100 * metrics['scores'][name]:.1f}" for name in METRIC_NAMES)
-    return (f"| {label} | {scores} | {total:.0f} min | {'n/a' if reached is None else f'{reached:.0f} min'} | "
+    return (f"| {label} | {scores} | {total:.0f} min | {'not reached' if reached is None else f'{reached:.0f} min'} | "
             f"beam {metrics['beam_size']}, lp {metrics['length_penalty']} |")
 
 
