@@ -37,10 +37,10 @@ def row_for(label: str, folder: Path) -> str:
     runs = [run, *(Path(member) for member in metrics.get("ensemble", []))]
     times = [training_minutes(run) for run in runs]
     total = sum(minutes for minutes, _ in times)
-    reached = times[0][1] if len(runs) == 1 else None
+    reached = times[0][1]
+    reached_text = "n/a" if len(runs) > 1 else ("not reached" if reached is None else f"{reached:.0f} min")
     scores = " | ".join(f"{100 * metrics['scores'][name]:.1f}" for name in METRIC_NAMES)
-    return (f"| {label} | {scores} | {total:.0f} min | {'not reached' if reached is None else f'{reached:.0f} min'} | "
-            f"beam {metrics['beam_size']}, lp {metrics['length_penalty']} |")
+    return f"| {label} | {scores} | {total:.0f} min | {reached_text} | beam {metrics['beam_size']}, lp {metrics['length_penalty']} |"
 
 
 def main() -> None:
