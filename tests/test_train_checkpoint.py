@@ -145,6 +145,28 @@ def test_resume_after_a_kill_gives_identical_weights(tiny_run, tmp_path, monkeyp
     assert_same_run_state(tmp_path / "straight", tmp_path / "killed")
 
 
+def test_resume_after_a_kill_during_self_critical_training_gives_identical_weights(tiny_run, tmp_path, monkeypatch, no_curves):
+    settings = dict(epochs=1, scst_epochs=2, scst_samples=3, scst_learning_rate=1e-3)
+    train(small_config(tiny_run, tmp_path / "straight", **settings), show_progress=False)
+    killed = small_config(tiny_run, tmp_path / "killed", **settings)
+    original_validate = train_module.validate
+    calls = {"count": 0}
+
+    def killed_in_the_second_scst_epoch(*args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 3:
+            raise KeyboardInterrupt
+        return original_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", killed_in_the_second_scst_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, show_progress=False)
+    assert json.loads((tmp_path / "killed" / "trainer_state.json").read_text())["epoch"] == 2
+    monkeypatch.setattr(train_module, "validate", original_validate)
+    assert train(killed, show_progress=False)["epochs_done"] == 3
+    assert_same_run_state(tmp_path / "straight", tmp_path / "killed")
+
+
 def test_training_more_epochs_later_equals_training_them_at_once(tiny_run, tmp_path, no_curves):
     # a constant schedule: with cosine decay the schedule itself depends on the number of epochs
     straight = small_config(tiny_run, tmp_path / "straight", lr_schedule="constant")
