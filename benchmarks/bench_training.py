@@ -20,7 +20,6 @@ from captioner.config import load_config
 from captioner.data.flickr import load_prepared
 from captioner.model import build_decoder
 from captioner.pipeline import open_prepared_features
-from captioner.reward import CiderD
 from captioner.train import _load_split, caption_loss, self_critical_loss
 
 
@@ -41,7 +40,7 @@ def main() -> None:
     torch.manual_seed(0)
     decoder = build_decoder(config.model, vocab_size=len(vocabulary), encoder_channels=int(data.grid.shape[2]))
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=1e-4)
-    reward = CiderD({name: [ids[1:-1] for ids in captions] for name, captions in zip(data.names, data.captions)})
+    reward = data.reward()
     batches = list(data.batches(config.train.images_per_batch, shuffle_seed=0))
     full_epoch_steps = math.ceil(len(splits["train"]) / config.train.images_per_batch)
 

@@ -118,25 +118,30 @@ def no_curves(monkeypatch):
     monkeypatch.setattr("captioner.viz.plot_training_curves", lambda history, path: None)
 
 
+def kill_training_at_validation(config, monkeypatch, call: int) -> None:
+    """Train `config` until its `call`-th validation, where the process is 'killed' (that epoch trained, not saved)."""
+    original_validate = train_module.validate
+    calls = {"count": 0}
+
+    def killed(*args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == call:
+            raise KeyboardInterrupt
+        return original_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, show_progress=False)
+    monkeypatch.setattr(train_module, "validate", original_validate)
+
+
 def test_resume_after_a_kill_gives_identical_weights(tiny_run, tmp_path, monkeypatch, capsys, no_curves):
     straight = small_config(tiny_run, tmp_path / "straight")
     train(straight, show_progress=False)
 
     killed = small_config(tiny_run, tmp_path / "killed")
-    original_validate = train_module.validate
-    calls = {"count": 0}
-
-    def killed_in_epoch_two(*args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 2:  # epoch 2 has trained but not saved
-            raise KeyboardInterrupt
-        return original_validate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "validate", killed_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(killed, show_progress=False)
+    kill_training_at_validation(killed, monkeypatch, call=2)
     assert json.loads((tmp_path / "killed" / "trainer_state.json").read_text())["epoch"] == 1
-    monkeypatch.setattr(train_module, "validate", original_validate)
     capsys.readouterr()
 
     summary = train(killed, show_progress=False)
@@ -149,20 +154,8 @@ def test_resume_after_a_kill_during_self_critical_training_gives_identical_weigh
     settings = dict(epochs=1, scst_epochs=2, scst_samples=3, scst_learning_rate=1e-3)
     train(small_config(tiny_run, tmp_path / "straight", **settings), show_progress=False)
     killed = small_config(tiny_run, tmp_path / "killed", **settings)
-    original_validate = train_module.validate
-    calls = {"count": 0}
-
-    def killed_in_the_second_scst_epoch(*args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 3:
-            raise KeyboardInterrupt
-        return original_validate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "validate", killed_in_the_second_scst_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(killed, show_progress=False)
+    kill_training_at_validation(killed, monkeypatch, call=3)  # in the second SCST epoch
     assert json.loads((tmp_path / "killed" / "trainer_state.json").read_text())["epoch"] == 2
-    monkeypatch.setattr(train_module, "validate", original_validate)
     assert train(killed, show_progress=False)["epochs_done"] == 3
     assert_same_run_state(tmp_path / "straight", tmp_path / "killed")
 

@@ -53,8 +53,8 @@ def _normalised(log_probability: float, length: int, length_penalty: float) -> f
     return log_probability / (max(length, 1) ** length_penalty) if length_penalty else log_probability
 
 
-def _suppress(log_probs: torch.Tensor, suppress_ids: Sequence[int]) -> torch.Tensor:
-    """Make tokens a caption must never contain (<pad>, <start>, <unk>) impossible."""
+def suppress_tokens(log_probs: torch.Tensor, suppress_ids: Sequence[int]) -> torch.Tensor:
+    """Make tokens a caption must never contain (<pad>, <start>, <unk>) impossible; (rows, vocab) scores."""
     if not suppress_ids:
         return log_probs
     return log_probs.index_fill(1, torch.tensor(list(suppress_ids)), float("-inf"))
@@ -71,7 +71,7 @@ def greedy_decode(decoder, grid: torch.Tensor, *, start_id: int, end_id: int, ma
     running = torch.ones(images, dtype=torch.bool)
     for step in range(max_length + 1):  # max_length words, then <end>
         step_log_probs, state, weights = decoder.step(state, tokens)  # (images, vocab), (images, pixels)
-        step_log_probs = _suppress(step_log_probs, suppress_ids)
+        step_log_probs = suppress_tokens(step_log_probs, suppress_ids)
         best_log_prob, tokens = step_log_probs.max(dim=1)
         chosen.append(tokens)
         attentions.append(weights)
@@ -116,7 +116,7 @@ def sample_captions(decoder, grid: torch.Tensor, *, samples: int, start_id: int,
     chosen = []
     for _ in range(max_length + 1):  # max_length words, then <end>
         log_probs, state, _ = decoder.step(state, tokens)
-        tokens = torch.multinomial(_suppress(log_probs, suppress_ids).exp(), 1).squeeze(1)  # (images*samples,)
+        tokens = torch.multinomial(suppress_tokens(log_probs, suppress_ids).exp(), 1).squeeze(1)  # (images*samples,)
         tokens = torch.where(running, tokens, torch.full_like(tokens, end_id))
         chosen.append(tokens)
         running &= tokens != end_id
@@ -159,7 +159,7 @@ def beam_search(
     done = [False] * images
     for step in range(max_length + 1):
         log_probs, state, weights = decoder.step(state, tokens)  # (images*beam, vocab), (images*beam, pixels)
-        log_probs = _suppress(log_probs, suppress_ids)
+        log_probs = suppress_tokens(log_probs, suppress_ids)
         vocab = log_probs.shape[1]
         if step == max_length:  # out of room: every live beam stops here, even when <end> is impossible
             ends = log_probs.argmax(dim=1) == end_id  # (images*beam,)

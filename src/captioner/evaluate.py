@@ -64,7 +64,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     from captioner.metrics import spice_unavailable_reason
     from captioner.viz import plot_attention, plot_samples
 
-    captioner = Captioner.load(run_dir, ensemble=ensemble or ())
+    ensemble = [str(member) for member in ensemble or ()]
+    captioner = Captioner.load(run_dir, ensemble=ensemble)
     config = captioner.config
     beam_size = beam_size or config.decode.beam_size
     length_penalty = config.decode.length_penalty if length_penalty is None else length_penalty
@@ -90,7 +91,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     metrics = {
         "run": str(run_dir), "split": split, "images": len(names),
         "references_per_image": float(np.mean([len(refs) for refs in references.values()])),
-        "beam_size": beam_size, "length_penalty": length_penalty, "ensemble": [str(member) for member in ensemble or ()],
+        "beam_size": beam_size, "length_penalty": length_penalty, "ensemble": ensemble,
         "scores": scores,
         "spice_unavailable": spice_unavailable_reason(), "decode_seconds": decode_seconds,
     }
@@ -98,7 +99,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(output_dir / "metrics.json", metrics)
     atomic_write_json(output_dir / "captions.json", {name: captions[name].text for name in names})
-    run_name = " + ".join(Path(run).name for run in [run_dir, *(ensemble or ())])
+    run_name = " + ".join(Path(run).name for run in [run_dir, *ensemble])
     write_report(output_dir / "report.md", run_name, split, metrics)
     if pictures:
         samples = [(load_image(images_dir / name), captions[name].text, references[name]) for name in names[:12]]

@@ -57,9 +57,8 @@ class Captioner:
         self.encoder = Encoder(run.config.encoder.name)
         if self.encoder.weights_sha256 != run.info["encoder"].get("weights_sha256"):
             log.warning("encoder weights differ from the ones this run was trained with; captions may be worse")
-        self.ensemble = [Path(member) for member in ensemble]
-        if self.ensemble:
-            members = [load_run(member) for member in self.ensemble]
+        if ensemble:
+            members = [load_run(member) for member in ensemble]
             for member in members:
                 if member.vocabulary.words != run.vocabulary.words:
                     raise CaptionerError(f"cannot ensemble {member.folder} with {run_dir}: their vocabularies differ")

@@ -306,8 +306,8 @@ class TransformerDecoder(nn.Module):
             chunk = order[start : start + chunk_size]
             steps = int(lengths[chunk].max()) - 1
             x = self._embed(captions[chunk, :steps], 0)  # (chunk, steps, dim)
+            chunk_images = image_index[chunk]
             for block, (grid_keys, grid_values) in zip(self.blocks, grid_kv):
-                chunk_images = image_index[chunk]
                 x, _, _ = block(x, causal=True, grid_keys=grid_keys.index_select(0, chunk_images),
                                 grid_values=grid_values.index_select(0, chunk_images))
             chunk_targets = captions[chunk, 1 : steps + 1]  # (chunk, steps)

@@ -23,7 +23,7 @@ from captioner.checkpoint import load_tensors, load_trainer_state, read_json, sa
 from captioner.config import Config
 from captioner.data.flickr import load_prepared
 from captioner.data.text import Vocabulary
-from captioner.decoding import greedy_decode, sample_captions
+from captioner.decoding import greedy_decode, sample_captions, suppress_tokens
 from captioner.errors import CaptionerError
 from captioner.io import atomic_write_text
 from captioner.metrics import fast_scores
@@ -48,6 +48,10 @@ class CaptionBatches:
         self.grid = grid  # (images, pixels, channels) float16
         self.captions = [[vocabulary.encode(words, max_length=max_length) for words in captions[name]] for name in names]
         self.references = [[" ".join(words) for words in captions[name]] for name in names]
+
+    def reward(self) -> CiderD:
+        """CIDEr-D against these images' captions, document frequencies from them too (the SCST reward)."""
+        return CiderD({name: [ids[1:-1] for ids in captions] for name, captions in zip(self.names, self.captions)})
 
     def batches(self, images_per_batch: int, *, shuffle_seed: int | None = None):
         order = np.arange(len(self.names))
@@ -83,14 +87,17 @@ def learning_rate_at(step: int, total_steps: int, config: Config) -> float:
         return base
     if config.train.lr_schedule != "cosine":
         raise CaptionerError(f"unknown train.lr_schedule '{config.train.lr_schedule}'; use cosine or constant")
-    progress = min(1.0, (step - config.train.warmup_steps) / max(1, total_steps - config.train.warmup_steps))
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return _cosine_decay(base, (step - config.train.warmup_steps) / max(1, total_steps - config.train.warmup_steps))
+
+
+def _cosine_decay(base: float, progress: float) -> float:
+    """From `base` at progress 0 to 5% of it at progress 1 (and after)."""
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def scst_learning_rate_at(step: int, total_steps: int, config: Config) -> float:
     """Cosine decay from train.scst_learning_rate to 5% over the self-critical steps, no warm-up."""
-    progress = min(1.0, step / max(1, total_steps))
-    return config.train.scst_learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return _cosine_decay(config.train.scst_learning_rate, step / max(1, total_steps))
 
 
 def caption_loss(output, config: Config) -> torch.Tensor:
@@ -123,7 +130,7 @@ def self_critical_loss(decoder, grid: torch.Tensor, image_keys: list[str], rewar
     output = decoder(grid, padded, lengths, image_index[order])
     # the policy is the distribution sampled from: without the never-emitted tokens, which would otherwise
     # soak up the probability that negative advantages push away from sampled words
-    logits = output.logits.index_fill(1, torch.tensor(vocabulary.never_emitted_ids), float("-inf"))
+    logits = suppress_tokens(output.logits, vocabulary.never_emitted_ids)
     token_log_probs = logits.log_softmax(dim=-1).gather(1, output.targets.unsqueeze(1)).squeeze(1)  # (tokens,)
     loss = -(advantage[order][output.rows] * token_log_probs).sum() / output.targets.numel()
     return loss, float(rewards.mean())
@@ -234,7 +241,7 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
             epoch = config.train.epochs + 1
             continue
         if self_critical and reward is None:
-            reward = CiderD({name: [ids[1:-1] for ids in captions] for name, captions in zip(train_data.names, train_data.captions)})
+            reward = train_data.reward()
             if "scst_start_step" not in counters:  # entering SCST: start from the best cross-entropy weights
                 decoder.load_state_dict(load_tensors(folder / "model.safetensors"))
                 optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.train.scst_learning_rate, weight_decay=config.train.weight_decay)
