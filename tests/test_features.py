@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import draw_shape
-from PIL import Image
+from PIL import Image, ImageOps
 
 from captioner import features as features_module
 from captioner.data.images import load_image
@@ -141,6 +141,23 @@ def test_extraction_writes_the_cache(extracted, images_dir, encoder):
     assert loaded.shape == (6, 49, 1280) and loaded.dtype == torch.float16
     direct = encoder.encode(torch.stack([encoder.preprocess(load_image(images_dir / name)) for name in good]))
     torch.testing.assert_close(loaded.float(), direct, atol=0.02, rtol=0.01)
+
+
+def test_mirrored_extraction_caches_the_flipped_photos_apart(encoder, tmp_path):
+    names = ["left_red.png", "left_blue.png"]
+    for name, colour in zip(names, ("red", "blue")):
+        picture = Image.new("RGB", (120, 90), "white")
+        picture.paste(Image.new("RGB", (40, 90), colour), (0, 0))  # a bar on the left: the flip differs
+        picture.save(tmp_path / name)
+    mirrored = extract_features(names, tmp_path, encoder_name=LITE0, cache_dir=tmp_path / "cache", mirrored=True, show_progress=False)
+    assert mirrored.folder == cache_folder(tmp_path / "cache", LITE0, names, mirrored=True)
+    assert mirrored.folder != cache_folder(tmp_path / "cache", LITE0, names)
+    assert json.loads((mirrored.folder / "index.json").read_text())["mirrored"] is True
+    photos = [load_image(tmp_path / name) for name in names]
+    flipped = encoder.encode(torch.stack([encoder.preprocess(ImageOps.mirror(photo)) for photo in photos]))
+    as_is = encoder.encode(torch.stack([encoder.preprocess(photo) for photo in photos]))
+    torch.testing.assert_close(mirrored.load(names).float(), flipped, atol=0.02, rtol=0.01)
+    assert (mirrored.load(names).float() - as_is).abs().max() > 0.5
 
 
 def test_unreadable_image_is_recorded_and_skipped_not_zero_filled(extracted):

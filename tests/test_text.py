@@ -52,6 +52,15 @@ def test_encode_wraps_in_start_end_and_maps_rare_words_to_unk():
     assert vocabulary.decode(ids) == ["a", UNK, "dog"]
 
 
+def test_mirrored_caption_swaps_left_and_right():
+    vocabulary = Vocabulary([*SPECIAL_TOKENS, "a", "dog", "left", "right", "turns"])
+    ids = vocabulary.encode("a dog turns left then right".split())
+    assert vocabulary.decode(vocabulary.mirrored(ids)) == "a dog turns right <unk> left".split()
+    without_right = Vocabulary([*SPECIAL_TOKENS, "a", "dog", "left"])
+    ids = without_right.encode("a dog left".split())
+    assert without_right.mirrored(ids) == ids  # no word to swap "left" with: unchanged
+
+
 def test_encode_cuts_long_captions_to_max_length_words_and_keeps_end():
     vocabulary = Vocabulary.build([["one", "two", "three", "four"]], min_count=1)
     ids = vocabulary.encode(["one", "two", "three", "four"], max_length=2)

@@ -20,7 +20,9 @@ from captioner.errors import CaptionerError
 from captioner.evaluate import evaluate_run
 from captioner.inference import Captioner
 from captioner.metrics import METRIC_NAMES, fast_scores, score_captions, spice_unavailable_reason
-from captioner.train import HISTORY_COLUMNS, train
+from captioner.data.text import SPECIAL_TOKENS, Vocabulary
+from captioner.pipeline import extract_prepared_features
+from captioner.train import HISTORY_COLUMNS, CaptionBatches, train
 
 RUN_FILES = ("config.json", "vocab.json", "model.safetensors")
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "captioner"
@@ -194,6 +196,45 @@ def test_training_without_features_says_what_to_run(tiny_run, tmp_path):
     config.encoder.cache_dir = str(tmp_path / "no-features")
     with pytest.raises(CaptionerError, match="run `captioner features` first"):
         train(config, show_progress=False)
+
+
+# ---- flip augmentation ----
+
+def test_flip_augmentation_shows_each_image_once_per_epoch_as_is_or_mirrored():
+    vocabulary = Vocabulary([*SPECIAL_TOKENS, "a", "dog", "on", "the", "left", "right"])
+    names = [f"image{number:02d}.jpg" for number in range(40)]
+    captions = {name: [["a", "dog", "on", "the", "left"], ["a", "dog"]] for name in names}
+    grid, mirrored_grid = torch.zeros(40, 2, 3, dtype=torch.float16), torch.ones(40, 2, 3, dtype=torch.float16)
+    data = CaptionBatches(names, grid, captions, vocabulary, 30, mirrored_grid=mirrored_grid)
+    seen = []
+    for batch_grid, batch_captions, lengths, image_index, rows in data.batches(8, shuffle_seed=3):
+        seen += rows
+        for position, row in enumerate(rows):
+            assert bool(batch_grid[position].eq(1).all()) == (row >= 40)  # the mirrored rows' features
+        for caption, image in zip(batch_captions.tolist(), image_index.tolist()):
+            words = vocabulary.decode(caption)
+            if len(words) == 5:
+                assert words[-1] == ("right" if rows[image] >= 40 else "left")
+    assert sorted(row % 40 for row in seen) == list(range(40))
+    assert 8 <= sum(row >= 40 for row in seen) <= 32
+    mirrored_row = next(row for row in seen if row >= 40)
+    assert data.keys[mirrored_row] == f"{names[mirrored_row - 40]} (mirrored)"
+    reward = data.reward()
+    right, left = (vocabulary.encode(f"a dog on the {side}".split())[1:-1] for side in ("right", "left"))
+    assert reward.score(data.keys[mirrored_row], right) > reward.score(data.keys[mirrored_row], left)
+    assert all(row < 40 for *_, rows in data.batches(8) for row in rows)  # validation never mirrors
+
+
+def test_training_with_flip_augmentation_uses_the_mirrored_features(tiny_run, tmp_path, no_curves):
+    config = small_config(tiny_run, tmp_path / "run", flip_augmentation=True, epochs=2, scst_epochs=1)
+    config.encoder.cache_dir = str(tmp_path / "features")
+    shutil.copytree(load_run(tiny_run).config.encoder.cache_dir, config.encoder.cache_dir)
+    with pytest.raises(CaptionerError, match="run `captioner features` first"):
+        train(config, show_progress=False)
+    extract_prepared_features(config, show_progress=False)  # adds the mirrored training images only
+    assert len(list(Path(config.encoder.cache_dir).iterdir())) == 2
+    summary = train(config, show_progress=False)
+    assert summary["epochs_done"] == 3
 
 
 # ---- loading broken runs ----

@@ -29,7 +29,7 @@ class DataConfig:
 class EncoderConfig:
     name: str = "efficientnet-lite2"
     cache_dir: str = "data/features"
-    batch_size: int = 32
+    batch_size: int = 8  # images per encoder call when extracting; larger batches run slower per image on CPU
 
 
 @dataclass
@@ -63,6 +63,9 @@ class TrainConfig:
     scst_learning_rate: float = 5e-5
     scst_samples: int = 5  # per image; each sample's baseline is the mean reward of the others (Luo 2020)
     scst_max_length: int = 20  # words per sample
+    # each epoch shows every training image either as is or mirrored (features of the flipped photo, extracted
+    # by `captioner features`; "left" and "right" swapped in its captions), at random
+    flip_augmentation: bool = False
     seed: int = 0
     threads: int = 0  # 0: torch's default
     max_train_images: int = 0  # 0: all; smaller for smoke runs and tests

@@ -3,6 +3,8 @@
 A cache is a folder `<cache_dir>/<encoder>-<hash of the image list>/` holding
 `features.f16` (a raw (images, pixels, channels) float16 memmap), `index.json` (encoder, weights
 hash, shape, image names) and `progress.json` (how many leading images are done, which failed).
+A mirrored cache (`<encoder>-mirrored-<hash>`) holds the features of the horizontally flipped photos,
+for flip augmentation in training.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import ImageOps
 from tqdm import tqdm
 
 from captioner.data.images import load_image
@@ -24,9 +27,9 @@ from captioner.io import atomic_write_json
 log = logging.getLogger(__name__)
 
 
-def cache_folder(cache_dir: str | Path, encoder_name: str, image_names: list[str]) -> Path:
+def cache_folder(cache_dir: str | Path, encoder_name: str, image_names: list[str], *, mirrored: bool = False) -> Path:
     digest = hashlib.sha256("\n".join(image_names).encode()).hexdigest()[:10]
-    return Path(cache_dir) / f"{encoder_name}-{digest}"
+    return Path(cache_dir) / f"{encoder_name}{'-mirrored' if mirrored else ''}-{digest}"
 
 
 class FeatureCache:
@@ -74,16 +77,20 @@ def extract_features(
     *,
     encoder_name: str,
     cache_dir: str | Path,
-    batch_size: int = 32,
+    batch_size: int = 8,
+    mirrored: bool = False,
     show_progress: bool = True,
 ) -> FeatureCache:
-    """Encode every image into the cache, resuming where a killed run stopped; returns the cache."""
+    """Encode every image (flipped left to right if `mirrored`) into the cache, resuming where a killed
+    run stopped; returns the cache."""
     spec = encoder_spec(encoder_name)
-    folder = cache_folder(cache_dir, encoder_name, image_names)
+    folder = cache_folder(cache_dir, encoder_name, image_names, mirrored=mirrored)
     folder.mkdir(parents=True, exist_ok=True)
     encoder = Encoder(encoder_name)
     shape = (len(image_names), spec.grid_size**2, spec.channels)
     index = {"encoder": encoder_name, "weights_sha256": encoder.weights_sha256, "shape": shape, "images": image_names}
+    if mirrored:  # only then: caches written before mirroring existed keep matching their index
+        index["mirrored"] = True
     progress = {"completed": 0, "failed": {}}
     features_path = folder / "features.f16"
     if (folder / "index.json").is_file() and (folder / "progress.json").is_file() and features_path.is_file():
@@ -103,13 +110,15 @@ def extract_features(
     images_dir = Path(images_dir)
     start = progress["completed"]
     started = time.perf_counter()
-    bar = tqdm(total=len(image_names), initial=start, unit="img", desc=f"features {encoder_name}", disable=not show_progress)
+    description = f"features {encoder_name}{' mirrored' if mirrored else ''}"
+    bar = tqdm(total=len(image_names), initial=start, unit="img", desc=description, disable=not show_progress)
     for batch_start in range(start, len(image_names), batch_size):
         names = image_names[batch_start : batch_start + batch_size]
         pixels, rows = [], []
         for offset, name in enumerate(names):
             try:
-                pixels.append(encoder.preprocess(load_image(images_dir / name)))
+                image = load_image(images_dir / name)
+                pixels.append(encoder.preprocess(ImageOps.mirror(image) if mirrored else image))
                 rows.append(batch_start + offset)
             except ImageError as error:
                 progress["failed"][name] = str(error)
@@ -127,7 +136,7 @@ def extract_features(
     done = len(image_names) - start
     if done:
         log.info("extracted %d images in %.1f s (%.1f images/s)", done, elapsed, done / max(elapsed, 1e-9))
-        print(f"feature extraction: {done} images in {elapsed:.1f} s, {done / max(elapsed, 1e-9):.1f} images/s")
+        print(f"feature extraction{' (mirrored)' if mirrored else ''}: {done} images in {elapsed:.1f} s, {done / max(elapsed, 1e-9):.1f} images/s")
     if progress["failed"]:
         print(f"{len(progress['failed'])} images could not be read and were skipped: {', '.join(list(progress['failed'])[:5])}")
     del features

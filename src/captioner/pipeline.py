@@ -11,18 +11,27 @@ def prepared_image_names(splits: dict[str, dict[str, list[list[str]]]]) -> list[
     return sorted({name for split in SPLITS for name in splits.get(split, {})})
 
 
+def training_image_names(splits: dict[str, dict[str, list[list[str]]]]) -> list[str]:
+    """The training images, sorted: the list the mirrored cache is keyed on."""
+    return sorted(splits.get("train", {}))
+
+
 def extract_prepared_features(config: Config, *, show_progress: bool = True) -> FeatureCache:
+    """Every prepared image's features, plus the flipped training images' when the config trains with flips."""
     images_dir, splits, _ = load_prepared(config.data.prepared_dir)
-    return extract_features(
-        prepared_image_names(splits),
-        images_dir,
-        encoder_name=config.encoder.name,
-        cache_dir=config.encoder.cache_dir,
-        batch_size=config.encoder.batch_size,
-        show_progress=show_progress,
-    )
+    options = {"encoder_name": config.encoder.name, "cache_dir": config.encoder.cache_dir,
+               "batch_size": config.encoder.batch_size, "show_progress": show_progress}
+    cache = extract_features(prepared_image_names(splits), images_dir, **options)
+    if config.train.flip_augmentation:
+        extract_features(training_image_names(splits), images_dir, mirrored=True, **options)
+    return cache
 
 
 def open_prepared_features(config: Config, splits: dict[str, dict[str, list[list[str]]]]) -> FeatureCache:
     """The cache `extract_prepared_features` wrote for these prepared splits."""
     return FeatureCache(cache_folder(config.encoder.cache_dir, config.encoder.name, prepared_image_names(splits)))
+
+
+def open_mirrored_features(config: Config, splits: dict[str, dict[str, list[list[str]]]]) -> FeatureCache:
+    """The flipped training images' cache `extract_prepared_features` wrote for flip augmentation."""
+    return FeatureCache(cache_folder(config.encoder.cache_dir, config.encoder.name, training_image_names(splits), mirrored=True))

@@ -28,35 +28,52 @@ from captioner.errors import CaptionerError
 from captioner.io import atomic_write_text
 from captioner.metrics import fast_scores
 from captioner.model import build_decoder
-from captioner.pipeline import open_prepared_features
+from captioner.features import FeatureCache
+from captioner.pipeline import open_mirrored_features, open_prepared_features
 from captioner.reward import CiderD
 
 log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("epoch", "phase", "learning_rate", "train_loss", "train_reward", "dev_loss", "dev_token_accuracy",
                    "dev_BLEU-4", "dev_CIDEr", "epoch_seconds")
-# train keys that may differ between a run and its resumption (a finished cross-entropy run can go on to SCST);
-# decoding settings never change the weights, so they may differ too (a length penalty tuned after training)
-RESUMABLE_CHANGES = {"epochs", "early_stopping_patience", "threads", "scst_epochs", "scst_learning_rate", "scst_samples", "scst_max_length"}
+# keys that may differ between a run and its resumption (a finished cross-entropy run can go on to SCST; the
+# extraction batch size does not change the features); decoding settings never change the weights, so they may
+# differ too (a length penalty tuned after training)
+RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping_patience", "train.threads", "train.scst_epochs",
+                     "train.scst_learning_rate", "train.scst_samples", "train.scst_max_length", "encoder.batch_size"}
 
 
 class CaptionBatches:
-    """Images with all their captions, batched; captions sorted longest first as the decoder wants."""
+    """Images with all their captions, batched; captions sorted longest first as the decoder wants.
 
-    def __init__(self, names: list[str], grid: torch.Tensor, captions: dict[str, list[list[str]]], vocabulary: Vocabulary, max_length: int):
+    With a `mirrored_grid` (the flipped photos' features) there are twice as many rows: row
+    `len(names) + i` is image i mirrored, with "left" and "right" swapped in its captions, and
+    `keys` names every row. A shuffled epoch shows each image once, as is or mirrored at random.
+    """
+
+    def __init__(self, names: list[str], grid: torch.Tensor, captions: dict[str, list[list[str]]], vocabulary: Vocabulary,
+                 max_length: int, *, mirrored_grid: torch.Tensor | None = None):
         self.names = names
-        self.grid = grid  # (images, pixels, channels) float16
+        self.keys = list(names)
+        self.grid = grid  # (rows, pixels, channels) float16
         self.captions = [[vocabulary.encode(words, max_length=max_length) for words in captions[name]] for name in names]
         self.references = [[" ".join(words) for words in captions[name]] for name in names]
+        if mirrored_grid is not None:
+            self.grid = torch.cat([grid, mirrored_grid])
+            self.captions += [[vocabulary.mirrored(ids) for ids in image_captions] for image_captions in self.captions]
+            self.keys += [f"{name} (mirrored)" for name in names]
 
     def reward(self) -> CiderD:
-        """CIDEr-D against these images' captions, document frequencies from them too (the SCST reward)."""
-        return CiderD({name: [ids[1:-1] for ids in captions] for name, captions in zip(self.names, self.captions)})
+        """CIDEr-D against each row's captions, document frequencies from them too (the SCST reward)."""
+        return CiderD({key: [ids[1:-1] for ids in captions] for key, captions in zip(self.keys, self.captions)})
 
     def batches(self, images_per_batch: int, *, shuffle_seed: int | None = None):
         order = np.arange(len(self.names))
         if shuffle_seed is not None:
-            np.random.default_rng(shuffle_seed).shuffle(order)
+            generator = np.random.default_rng(shuffle_seed)
+            generator.shuffle(order)
+            if len(self.keys) > len(self.names):
+                order += len(self.names) * (generator.random(len(order)) < 0.5)
         for start in range(0, len(order), images_per_batch):
             rows = order[start : start + images_per_batch].tolist()
             yield *self.collate(rows), rows
@@ -182,23 +199,28 @@ def _check_resumable(folder: Path, config: Config) -> None:
             continue
         for key, value in values.items():
             old = saved.get(section, {}).get(key, defaults[section][key])  # keys newer than the run hold their default
-            if old != value and not (section == "train" and key in RESUMABLE_CHANGES):
+            if old != value and f"{section}.{key}" not in RESUMABLE_CHANGES:
                 raise CaptionerError(
                     f"{folder} holds a run with {section}.{key}={old!r}, not {value!r}; "
                     "resume it with the same config or train into another --run folder"
                 )
 
 
-def _load_split(cache, splits, split: str, vocabulary: Vocabulary, config: Config, limit: int) -> CaptionBatches:
+def _load_split(cache, splits, split: str, vocabulary: Vocabulary, config: Config, limit: int,
+                mirrored_cache: FeatureCache | None = None) -> CaptionBatches:
     names = sorted(splits.get(split, {}))
     available = cache.available(names)
+    if mirrored_cache is not None:
+        available = mirrored_cache.available(available)
     if len(available) < len(names):
         log.warning("%s split: %d of %d images have no features (unreadable) and are skipped", split, len(names) - len(available), len(names))
     if limit:
         available = available[:limit]
     if not available:
         raise CaptionerError(f"no {split} images with features; run `captioner features` first")
-    return CaptionBatches(available, cache.load(available), splits[split], vocabulary, config.data.max_caption_length)
+    mirrored_grid = mirrored_cache.load(available) if mirrored_cache is not None else None
+    return CaptionBatches(available, cache.load(available), splits[split], vocabulary, config.data.max_caption_length,
+                          mirrored_grid=mirrored_grid)
 
 
 def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
@@ -211,7 +233,12 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
     cache = open_prepared_features(config, splits)
     if not cache.complete:
         raise CaptionerError(f"feature cache {cache.folder} is incomplete; rerun `captioner features` to finish it")
-    train_data = _load_split(cache, splits, "train", vocabulary, config, config.train.max_train_images)
+    mirrored_cache = None
+    if config.train.flip_augmentation:
+        mirrored_cache = open_mirrored_features(config, splits)
+        if not mirrored_cache.complete:
+            raise CaptionerError(f"feature cache {mirrored_cache.folder} is incomplete; rerun `captioner features` to finish it")
+    train_data = _load_split(cache, splits, "train", vocabulary, config, config.train.max_train_images, mirrored_cache)
     dev_data = _load_split(cache, splits, "dev", vocabulary, config, config.train.max_dev_images)
 
     folder = Path(config.run_dir)
@@ -256,7 +283,7 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
         for grid, captions, lengths, image_index, image_rows in bar:
             if self_critical:
                 learning_rate = scst_learning_rate_at(counters["step"] - counters["scst_start_step"], steps_per_epoch * config.train.scst_epochs, config)
-                loss, mean_reward = self_critical_loss(decoder, grid, [train_data.names[row] for row in image_rows], reward, vocabulary, config)
+                loss, mean_reward = self_critical_loss(decoder, grid, [train_data.keys[row] for row in image_rows], reward, vocabulary, config)
                 reward_sum += mean_reward
             else:
                 learning_rate = learning_rate_at(counters["step"], total_steps, config)

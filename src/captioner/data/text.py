@@ -45,6 +45,11 @@ class Vocabulary:
         """Tokens a generated caption must not contain: <pad>, <start> and <unk> (it is not a word)."""
         return (self.pad_id, self.start_id, self.unk_id)
 
+    def mirrored(self, ids: Sequence[int]) -> list[int]:
+        """The caption of the left-right flipped photo: "left" and "right" swap places."""
+        swap = {self.index.get(a): self.index.get(b) for a, b in (("left", "right"), ("right", "left"))}
+        return [swap.get(token_id) or token_id for token_id in ids]
+
     @classmethod
     def build(cls, captions: Iterable[Sequence[str]], *, min_count: int = 5) -> "Vocabulary":
         """Keep words seen at least `min_count` times, most frequent first (ties alphabetical)."""
