@@ -54,7 +54,7 @@ def main() -> None:
 
     def self_critical_step(batch) -> None:
         grid, _, _, _, rows = batch
-        loss, _ = self_critical_loss(decoder, grid, [data.names[row] for row in rows], reward, vocabulary, config)
+        loss, _ = self_critical_loss(decoder, grid, [data.keys[row] for row in rows], reward, vocabulary, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

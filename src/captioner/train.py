@@ -25,10 +25,10 @@ from captioner.data.flickr import load_prepared
 from captioner.data.text import Vocabulary
 from captioner.decoding import greedy_decode, sample_captions, suppress_tokens
 from captioner.errors import CaptionerError
+from captioner.features import FeatureCache
 from captioner.io import atomic_write_text
 from captioner.metrics import fast_scores
 from captioner.model import build_decoder
-from captioner.features import FeatureCache
 from captioner.pipeline import open_mirrored_features, open_prepared_features
 from captioner.reward import CiderD
 
