@@ -223,6 +223,12 @@ def _load_split(cache, splits, split: str, vocabulary: Vocabulary, config: Confi
                           mirrored_grid=mirrored_grid)
 
 
+def _finished(cache: FeatureCache) -> FeatureCache:
+    if not cache.complete:
+        raise CaptionerError(f"feature cache {cache.folder} is incomplete; rerun `captioner features` to finish it")
+    return cache
+
+
 def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the run in `config.run_dir`; returns a summary of the best epoch."""
     if config.train.threads:
@@ -230,14 +236,8 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
     if config.train.scst_epochs and config.train.scst_samples < 2:
         raise CaptionerError(f"train.scst_samples must be >= 2 (each sample's baseline is the others' mean), got {config.train.scst_samples}")
     _, splits, vocabulary = load_prepared(config.data.prepared_dir)
-    cache = open_prepared_features(config, splits)
-    if not cache.complete:
-        raise CaptionerError(f"feature cache {cache.folder} is incomplete; rerun `captioner features` to finish it")
-    mirrored_cache = None
-    if config.train.flip_augmentation:
-        mirrored_cache = open_mirrored_features(config, splits)
-        if not mirrored_cache.complete:
-            raise CaptionerError(f"feature cache {mirrored_cache.folder} is incomplete; rerun `captioner features` to finish it")
+    cache = _finished(open_prepared_features(config, splits))
+    mirrored_cache = _finished(open_mirrored_features(config, splits)) if config.train.flip_augmentation else None
     train_data = _load_split(cache, splits, "train", vocabulary, config, config.train.max_train_images, mirrored_cache)
     dev_data = _load_split(cache, splits, "dev", vocabulary, config, config.train.max_dev_images)
 

@@ -5,6 +5,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from pathlib import Path
 
 from captioner.errors import CaptionerError
@@ -45,10 +46,15 @@ class Vocabulary:
         """Tokens a generated caption must not contain: <pad>, <start> and <unk> (it is not a word)."""
         return (self.pad_id, self.start_id, self.unk_id)
 
+    @cached_property
+    def _left_right_swap(self) -> dict[int, int]:
+        """id of "left" -> id of "right" and back, for the words this vocabulary has both of."""
+        left, right = self.index.get("left"), self.index.get("right")
+        return {left: right, right: left} if left is not None and right is not None else {}
+
     def mirrored(self, ids: Sequence[int]) -> list[int]:
         """The caption of the left-right flipped photo: "left" and "right" swap places."""
-        swap = {self.index.get(a): self.index.get(b) for a, b in (("left", "right"), ("right", "left"))}
-        return [swap.get(token_id) or token_id for token_id in ids]
+        return [self._left_right_swap.get(token_id, token_id) for token_id in ids]
 
     @classmethod
     def build(cls, captions: Iterable[Sequence[str]], *, min_count: int = 5) -> "Vocabulary":
