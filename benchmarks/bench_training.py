@@ -1,7 +1,10 @@
 """Training speed of a preset on the cached features: seconds per cross-entropy and self-critical step,
 the epoch times they project to, and where a cross-entropy step spends its time (torch profiler).
 
-    python benchmarks/bench_training.py configs/best.yaml --steps 20 [--threads 2] [--set model.layers=3 ...]
+    python benchmarks/bench_training.py configs/best.yaml --steps 20 [--threads 2] [--weights runs/best] [--set model.layers=3 ...]
+
+`--weights` starts from a trained run's decoder, so self-critical samples have the lengths they have in training
+(an untrained decoder samples captions of the maximum length).
 
 Prints one JSON line per measurement. Needs `captioner prepare` and `captioner features` done first.
 """
@@ -12,10 +15,12 @@ import json
 import math
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from captioner.checkpoint import load_tensors
 from captioner.config import load_config
 from captioner.data.flickr import load_prepared
 from captioner.model import build_decoder
@@ -28,6 +33,7 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--steps", type=int, default=20, help="timed steps of each kind (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--weights", help="a run folder whose decoder weights to start from (its config must match)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     if args.threads:
@@ -39,6 +45,8 @@ def main() -> None:
     data = _load_split(cache, splits, "train", vocabulary, config, images_needed)
     torch.manual_seed(0)
     decoder = build_decoder(config.model, vocab_size=len(vocabulary), encoder_channels=int(data.grid.shape[2]))
+    if args.weights:
+        decoder.load_state_dict(load_tensors(Path(args.weights) / "model.safetensors"))
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=1e-4)
     reward = data.reward()
     batches = list(data.batches(config.train.images_per_batch, shuffle_seed=0))
@@ -59,7 +67,7 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    common = {"config": args.config, "model": config.model.type, "threads": torch.get_num_threads(),
+    common = {"config": args.config, "weights": args.weights, "model": config.model.type, "threads": torch.get_num_threads(),
               "images_per_batch": config.train.images_per_batch,
               "parameters_millions": round(sum(p.numel() for p in decoder.parameters()) / 1e6, 2)}
     for name, step in (("cross_entropy", cross_entropy_step), ("self_critical", self_critical_step)):

@@ -50,7 +50,7 @@ def main() -> None:
     print("| system | " + " | ".join(METRIC_NAMES) + " | training | to dev BLEU-4 0.213 | decoding |")
     print("|---" * (len(METRIC_NAMES) + 4) + "|")
     for item in args.rows:
-        label, _, folder = item.partition("=")
+        label, _, folder = item.rpartition("=")  # a label may hold "=", a folder does not
         print(row_for(label, Path(folder)))
     for system, scores in PUBLISHED_FLICKR8K.items():
         values = " | ".join("n/a" if scores.get(name) is None else f"{100 * scores[name]:.1f}" for name in METRIC_NAMES)

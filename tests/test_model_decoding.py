@@ -147,14 +147,14 @@ def test_transformer_state_caches_one_step_per_token_and_attention_sums_to_one()
     decoder = random_transformer()
     state = decoder.init_state(torch.randn(3, 9, 16))
     assert isinstance(state, TransformerState)
-    assert state.grid_keys.shape == (3, 2, 4, 9, 4) and state.past_keys.shape == (3, 2, 4, 0, 4)
+    assert state.grid_keys.shape == (2, 3, 4, 9, 4) and state.past_keys.shape == (2, 3, 4, 0, 4)
     for step in range(1, 4):
         log_probs, state, weights = decoder.step(state, torch.full((3,), START))
-        assert state.past_keys.shape == state.past_values.shape == (3, 2, 4, step, 4)
+        assert state.past_keys.shape == state.past_values.shape == (2, 3, 4, step, 4)
     torch.testing.assert_close(log_probs.exp().sum(dim=1), torch.ones(3))
     assert weights.shape == (3, 9) and bool((weights >= 0).all())
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(3))
-    assert state.select(torch.tensor([2, 2])).past_keys.shape[0] == 2
+    assert state.select(torch.tensor([2, 2])).past_keys.shape[1] == 2
 
 
 def test_transformer_beam_search_on_a_batch_equals_one_image_at_a_time():
@@ -396,6 +396,29 @@ def test_samples_follow_the_model_distribution_image_by_image():
     assert first_words.count(A) / len(drawn) == pytest.approx(0.6, abs=0.03)
     assert all(finished and words[-1] in (A, E, B, C, D) for words, finished in drawn)
     assert drawn.count(([A], True)) / len(drawn) == pytest.approx(0.6 * 0.62, abs=0.03)
+
+
+class CountdownDecoder:
+    """Image i's one possible caption: the word grid[i, 0, 1] repeated grid[i, 0, 0] times, then <end>."""
+
+    def init_state(self, grid: torch.Tensor) -> DecoderState:
+        steps = torch.zeros((grid.shape[0], 1))
+        return DecoderState(grid, grid, steps, steps)
+
+    def step(self, state: DecoderState, previous_tokens: torch.Tensor):
+        length, word = state.memory[:, 0, 0], state.memory[:, 0, 1].long()
+        next_token = torch.where(state.hidden[:, 0] < length, word, torch.full_like(word, END))
+        log_probs = torch.full((len(previous_tokens), 8), -1e9).scatter(1, next_token.unsqueeze(1), 0.0)
+        steps = state.hidden + 1
+        return log_probs, DecoderState(state.memory, state.keys, steps, steps), torch.ones(len(previous_tokens), 1)
+
+
+def test_samples_stay_with_their_image_when_finished_rows_leave_the_batch():
+    lengths, words = [5, 1, 3, 0, 2, 1], [3, 4, 5, 6, 7, 3]
+    grid = torch.zeros(6, 1, 2)
+    grid[:, 0, 0], grid[:, 0, 1] = torch.tensor(lengths, dtype=torch.float), torch.tensor(words, dtype=torch.float)
+    drawn = sample_captions(CountdownDecoder(), grid, samples=3, start_id=START, end_id=END, max_length=10)
+    assert drawn == [([word] * length, True) for length, word in zip(lengths, words) for _ in range(3)]
 
 
 def test_samples_are_cut_at_max_length_and_never_hold_suppressed_tokens():

@@ -110,19 +110,35 @@ def sample_captions(decoder, grid: torch.Tensor, *, samples: int, start_id: int,
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     images = grid.shape[0]
+    rows = images * samples
     state = decoder.init_state(grid).select(torch.arange(images).repeat_interleave(samples))
-    tokens = torch.full((images * samples,), start_id, dtype=torch.long)
-    running = torch.ones(images * samples, dtype=torch.bool)
-    chosen = []
-    for _ in range(max_length + 1):  # max_length words, then <end>
+    tokens = torch.full((rows,), start_id, dtype=torch.long)
+    chosen = torch.full((rows, max_length + 1), end_id, dtype=torch.long)  # max_length words, then <end>
+    live = torch.arange(rows)  # the rows of `chosen` still in the decoder's batch
+    running = torch.ones(rows, dtype=torch.bool)  # per live row: no <end> drawn yet
+    for step in range(max_length + 1):
         log_probs, state, _ = decoder.step(state, tokens)
-        tokens = torch.multinomial(suppress_tokens(log_probs, suppress_ids).exp(), 1).squeeze(1)  # (images*samples,)
-        tokens = torch.where(running, tokens, torch.full_like(tokens, end_id))
-        chosen.append(tokens)
+        tokens = _draw(suppress_tokens(log_probs, suppress_ids).exp())
+        chosen[live, step] = torch.where(running, tokens, torch.full_like(tokens, end_id))
         running &= tokens != end_id
         if not running.any():
             break
-    return [_split_at_end(ids, end_id, max_length) for ids in torch.stack(chosen, dim=1).tolist()]
+        # most samples end long before the longest: drop finished rows once a quarter of the batch is done,
+        # so steps get cheaper while the state (the grid's keys for the Transformer) is copied only a few times
+        if int(running.sum()) <= 0.75 * len(live):
+            keep = running.nonzero().squeeze(1)
+            state, tokens, live, running = state.select(keep), tokens[keep], live[keep], running[keep]
+    return [_split_at_end(ids, end_id, max_length) for ids in chosen.tolist()]
+
+
+def _draw(probabilities: torch.Tensor) -> torch.Tensor:
+    """One token per row of (rows, vocab) unnormalised probabilities, by inverting the cumulative distribution.
+
+    One uniform number per row: torch.multinomial draws one per vocabulary entry, which was a fifth of sampling's time.
+    """
+    cumulative = probabilities.cumsum(dim=1)
+    threshold = torch.rand(cumulative.shape[0], 1) * cumulative[:, -1:]
+    return torch.searchsorted(cumulative, threshold, right=True).squeeze(1).clamp_(max=probabilities.shape[1] - 1)
 
 
 @torch.inference_mode()

@@ -226,7 +226,8 @@ class TransformerBlock(nn.Module):
 
 @dataclass
 class TransformerState:
-    """Decoding state; rows are (image x beam). Tensors are (rows, layers, heads, length, head_dim)."""
+    """Decoding state; rows are (image x beam). Tensors are (layers, rows, heads, length, head_dim): layers first,
+    so each layer's slice is contiguous and attention does not copy the grid's keys every step."""
 
     grid_keys: torch.Tensor
     grid_values: torch.Tensor
@@ -234,7 +235,7 @@ class TransformerState:
     past_values: torch.Tensor
 
     def select(self, index: torch.Tensor) -> "TransformerState":
-        return TransformerState(self.grid_keys[index], self.grid_values[index], self.past_keys[index], self.past_values[index])
+        return TransformerState(self.grid_keys[:, index], self.grid_values[:, index], self.past_keys[:, index], self.past_values[:, index])
 
 
 class TransformerDecoder(nn.Module):
@@ -272,8 +273,8 @@ class TransformerDecoder(nn.Module):
 
     def init_state(self, grid: torch.Tensor) -> TransformerState:
         grid_kv = self._encode(grid)
-        grid_keys = torch.stack([keys for keys, _ in grid_kv], dim=1)  # (images, layers, heads, pixels, head_dim)
-        grid_values = torch.stack([values for _, values in grid_kv], dim=1)
+        grid_keys = torch.stack([keys for keys, _ in grid_kv])  # (layers, images, heads, pixels, head_dim)
+        grid_values = torch.stack([values for _, values in grid_kv])
         empty = grid_keys[:, :, :, :0]  # no steps yet
         return TransformerState(grid_keys, grid_values, empty, empty)
 
@@ -284,12 +285,12 @@ class TransformerDecoder(nn.Module):
         weights = None
         for layer, block in enumerate(self.blocks):
             x, (layer_keys, layer_values), weights = block(
-                x, causal=True, past=(state.past_keys[:, layer], state.past_values[:, layer]),
-                grid_keys=state.grid_keys[:, layer], grid_values=state.grid_values[:, layer], need_weights=layer == len(self.blocks) - 1)
+                x, causal=True, past=(state.past_keys[layer], state.past_values[layer]),
+                grid_keys=state.grid_keys[layer], grid_values=state.grid_values[layer], need_weights=layer == len(self.blocks) - 1)
             keys.append(layer_keys)
             values.append(layer_values)
         log_probs = self._logits(x.squeeze(1)).log_softmax(dim=-1)  # (rows, vocab)
-        new_state = TransformerState(state.grid_keys, state.grid_values, torch.stack(keys, dim=1), torch.stack(values, dim=1))
+        new_state = TransformerState(state.grid_keys, state.grid_values, torch.stack(keys), torch.stack(values))
         return log_probs, new_state, weights.squeeze(1)  # the last layer's grid attention, averaged over heads
 
     def forward(self, grid: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor, image_index: torch.Tensor,
