@@ -17,7 +17,7 @@ from captioner.errors import CaptionerError
 from captioner.model import AttentionLSTMDecoder, DecoderState, TransformerDecoder, TransformerState, build_decoder
 from captioner.pipeline import open_prepared_features
 from captioner.reward import CiderD
-from captioner.train import self_critical_loss
+from captioner.train import self_critical_loss, teacher_forced_log_probabilities
 
 START, END = 1, 2
 
@@ -390,7 +390,7 @@ def test_trained_decoder_that_loves_unk_still_emits_words(trained):
 def test_samples_follow_the_model_distribution_image_by_image():
     decoder = BigramDecoder(KNOWN, vocab_size=8)
     torch.manual_seed(0)
-    drawn = sample_captions(decoder, torch.zeros(2, 4, 2), samples=3000, start_id=START, end_id=END, max_length=10)
+    drawn = sample_captions(decoder, torch.zeros(2, 4, 2), samples=3000, start_id=START, end_id=END, max_length=10).captions
     assert len(drawn) == 6000
     first_words = [words[0] for words, _ in drawn]
     assert first_words.count(A) / len(drawn) == pytest.approx(0.6, abs=0.03)
@@ -417,7 +417,7 @@ def test_samples_stay_with_their_image_when_finished_rows_leave_the_batch():
     lengths, words = [5, 1, 3, 0, 2, 1], [3, 4, 5, 6, 7, 3]
     grid = torch.zeros(6, 1, 2)
     grid[:, 0, 0], grid[:, 0, 1] = torch.tensor(lengths, dtype=torch.float), torch.tensor(words, dtype=torch.float)
-    drawn = sample_captions(CountdownDecoder(), grid, samples=3, start_id=START, end_id=END, max_length=10)
+    drawn = sample_captions(CountdownDecoder(), grid, samples=3, start_id=START, end_id=END, max_length=10).captions
     assert drawn == [([word] * length, True) for length, word in zip(lengths, words) for _ in range(3)]
 
 
@@ -426,12 +426,31 @@ def test_samples_are_cut_at_max_length_and_never_hold_suppressed_tokens():
     table = {START: {UNK: 0.5, B: 0.5}, B: {B: 0.99, END: 0.01}, UNK: {END: 1.0}}
     torch.manual_seed(0)
     drawn = sample_captions(BigramDecoder(table, vocab_size=8), torch.zeros(4, 4, 2), samples=5, start_id=START, end_id=END,
-                            max_length=4, suppress_ids=(0, START, UNK))
+                            max_length=4, suppress_ids=(0, START, UNK)).captions
     assert all(UNK not in words and START not in words for words, _ in drawn)
     assert all(len(words) <= 4 for words, _ in drawn)
     assert (([B] * 4, False) in drawn)
     with pytest.raises(ValueError, match="samples must be >= 1"):
         sample_captions(BigramDecoder(table, vocab_size=8), torch.zeros(1, 4, 2), samples=0, start_id=START, end_id=END)
+
+
+@pytest.mark.parametrize("kind", RANDOM_DECODERS)
+def test_sampled_log_probabilities_are_the_teacher_forced_ones_of_the_suppressed_policy(kind):
+    """Self-critical training differentiates either the log-probabilities sampling returns (LSTM) or those of a
+    second, teacher-forced pass (Transformer): both must be the policy's, without the suppressed tokens, and
+    cut where the caption is cut."""
+    vocabulary = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", *"abcdefg"])
+    decoder = RANDOM_DECODERS[kind]()
+    torch.manual_seed(1)
+    grid = torch.randn(3, 9, 16) * 3
+    drawn = sample_captions(decoder, grid, samples=8, start_id=vocabulary.start_id, end_id=vocabulary.end_id, max_length=3,
+                            suppress_ids=vocabulary.never_emitted_ids)
+    finished = [done for _, done in drawn.captions]
+    assert any(finished) and not all(finished)  # both the <end> and the max_length cut are exercised
+    assert drawn.log_probabilities.requires_grad
+    forced = teacher_forced_log_probabilities(decoder, grid, drawn.captions, torch.arange(3).repeat_interleave(8), vocabulary)
+    torch.testing.assert_close(drawn.log_probabilities, forced)
+    assert drawn.tokens == sum(len(words) + done for words, done in drawn.captions)
 
 
 @pytest.mark.parametrize("kind", RANDOM_DECODERS)

@@ -100,12 +100,20 @@ def _split_at_end(ids: list[int], end_id: int, max_length: int) -> tuple[list[in
     return ids[:max_length], False
 
 
-@torch.inference_mode()
-def sample_captions(decoder, grid: torch.Tensor, *, samples: int, start_id: int, end_id: int, max_length: int = 20,
-                    suppress_ids: Sequence[int] = ()) -> list[tuple[list[int], bool]]:
-    """`samples` captions per image drawn from the decoder's distribution (torch's global RNG).
+@dataclass
+class SampledCaptions:
+    captions: list[tuple[list[int], bool]]  # (words, finished) per sample, image-major
+    log_probabilities: torch.Tensor  # (samples,) each caption's log-probability under the sampling policy
+    tokens: int  # tokens those log-probabilities sum over: the words, plus <end> where it was drawn
 
-    Returns (words, finished) per sample, image-major: rows [i * samples, (i + 1) * samples) are image i's.
+
+def sample_captions(decoder, grid: torch.Tensor, *, samples: int, start_id: int, end_id: int, max_length: int = 20,
+                    suppress_ids: Sequence[int] = ()) -> SampledCaptions:
+    """`samples` captions per image drawn from the decoder's distribution (torch's global RNG), without `suppress_ids`.
+
+    Captions are image-major: samples [i * samples, (i + 1) * samples) are image i's. With autograd on, the
+    log-probabilities are differentiable, so self-critical training needs no second, teacher-forced pass over
+    the samples; call it under `torch.no_grad()` otherwise.
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
@@ -116,10 +124,17 @@ def sample_captions(decoder, grid: torch.Tensor, *, samples: int, start_id: int,
     chosen = torch.full((rows, max_length + 1), end_id, dtype=torch.long)  # max_length words, then <end>
     live = torch.arange(rows)  # the rows of `chosen` still in the decoder's batch
     running = torch.ones(rows, dtype=torch.bool)  # per live row: no <end> drawn yet
+    scored_rows, scored_log_probs = [], []  # per step: which samples' tokens count, and their log-probabilities
     for step in range(max_length + 1):
         log_probs, state, _ = decoder.step(state, tokens)
-        tokens = _draw(suppress_tokens(log_probs, suppress_ids).exp())
+        policy = suppress_tokens(log_probs, suppress_ids)
+        policy = policy - policy.logsumexp(dim=1, keepdim=True)  # renormalised over the tokens that may be drawn
+        tokens = _draw(policy.detach().exp())
         chosen[live, step] = torch.where(running, tokens, torch.full_like(tokens, end_id))
+        # a word past max_length is cut off, so it does not count towards the caption's probability
+        counted = running & ((tokens == end_id) | (step < max_length))
+        scored_rows.append(live[counted])
+        scored_log_probs.append(policy.gather(1, tokens.unsqueeze(1)).squeeze(1)[counted])
         running &= tokens != end_id
         if not running.any():
             break
@@ -128,7 +143,9 @@ def sample_captions(decoder, grid: torch.Tensor, *, samples: int, start_id: int,
         if int(running.sum()) <= 0.75 * len(live):
             keep = running.nonzero().squeeze(1)
             state, tokens, live, running = state.select(keep), tokens[keep], live[keep], running[keep]
-    return [_split_at_end(ids, end_id, max_length) for ids in chosen.tolist()]
+    values = torch.cat(scored_log_probs)
+    log_probabilities = values.new_zeros(rows).index_add(0, torch.cat(scored_rows), values)
+    return SampledCaptions([_split_at_end(ids, end_id, max_length) for ids in chosen.tolist()], log_probabilities, len(values))
 
 
 def _draw(probabilities: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,8 @@ class TeacherForcedOutput:
 
 
 class AttentionLSTMDecoder(nn.Module):
+    parallel_teacher_forcing = False  # forward() steps through time, as decoding does
+
     def __init__(
         self,
         *,
@@ -239,6 +241,8 @@ class TransformerState:
 
 
 class TransformerDecoder(nn.Module):
+    parallel_teacher_forcing = True  # forward() runs every time step at once
+
     def __init__(self, *, vocab_size: int, encoder_channels: int, dim: int = 512, layers: int = 3, encoder_layers: int = 1,
                  heads: int = 8, ff_dim: int = 2048, dropout: float = 0.1):
         super().__init__()

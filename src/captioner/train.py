@@ -134,23 +134,37 @@ def self_critical_loss(decoder, grid: torch.Tensor, image_keys: list[str], rewar
     """
     samples = config.train.scst_samples
     decoder.eval()
-    drawn = sample_captions(decoder, grid, samples=samples, start_id=vocabulary.start_id, end_id=vocabulary.end_id,
-                            max_length=config.train.scst_max_length, suppress_ids=vocabulary.never_emitted_ids)
+    # a decoder that teacher-forces all steps at once (the Transformer) scores the samples in a second pass: twice
+    # as fast as back-propagating through its step-by-step sampling; the LSTM runs step by step either way, so
+    # keeping the sampling pass's graph saves it that second pass
+    second_pass = getattr(decoder, "parallel_teacher_forcing", False)
+    with torch.set_grad_enabled(not second_pass):
+        drawn = sample_captions(decoder, grid, samples=samples, start_id=vocabulary.start_id, end_id=vocabulary.end_id,
+                                max_length=config.train.scst_max_length, suppress_ids=vocabulary.never_emitted_ids)
     image_index = torch.arange(grid.shape[0]).repeat_interleave(samples)  # (images*samples,)
-    rewards = torch.tensor(reward.scores([image_keys[row] for row in image_index.tolist()], [words for words, _ in drawn]))
+    rewards = torch.tensor(reward.scores([image_keys[row] for row in image_index.tolist()], [words for words, _ in drawn.captions]))
     rewards = rewards.view(-1, samples)  # (images, samples)
     baseline = (rewards.sum(dim=1, keepdim=True) - rewards) / (samples - 1)
     advantage = (rewards - baseline).view(-1)  # (images*samples,)
-    # teacher-force the samples for differentiable log-probabilities (in parallel over time where the decoder can)
-    sequences = [[vocabulary.start_id, *words] + ([vocabulary.end_id] if finished else []) for words, finished in drawn]
+    log_probabilities = (teacher_forced_log_probabilities(decoder, grid, drawn.captions, image_index, vocabulary)
+                         if second_pass else drawn.log_probabilities)
+    loss = -(advantage * log_probabilities).sum() / max(drawn.tokens, 1)
+    return loss, float(rewards.mean())
+
+
+def teacher_forced_log_probabilities(decoder, grid: torch.Tensor, captions: list[tuple[list[int], bool]],
+                                     image_index: torch.Tensor, vocabulary: Vocabulary) -> torch.Tensor:
+    """(captions,) log-probability of each (words, finished) caption of image `image_index[i]`, by teacher forcing.
+
+    The policy is the one sampling draws from: without the never-emitted tokens, which would otherwise soak
+    up the probability that negative advantages push away from sampled words.
+    """
+    sequences = [[vocabulary.start_id, *words] + ([vocabulary.end_id] if finished else []) for words, finished in captions]
     padded, lengths, order = pad_longest_first(sequences)
     output = decoder(grid, padded, lengths, image_index[order])
-    # the policy is the distribution sampled from: without the never-emitted tokens, which would otherwise
-    # soak up the probability that negative advantages push away from sampled words
     logits = suppress_tokens(output.logits, vocabulary.never_emitted_ids)
     token_log_probs = logits.log_softmax(dim=-1).gather(1, output.targets.unsqueeze(1)).squeeze(1)  # (tokens,)
-    loss = -(advantage[order][output.rows] * token_log_probs).sum() / output.targets.numel()
-    return loss, float(rewards.mean())
+    return token_log_probs.new_zeros(len(captions)).index_add(0, order[output.rows], token_log_probs)
 
 
 @torch.inference_mode()
