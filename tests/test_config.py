@@ -48,6 +48,31 @@ def test_repo_presets_load(tmp_path):
         assert isinstance(load_config(preset), Config), preset
 
 
+def test_a_preset_extends_another_and_overrides_its_keys(tmp_path):
+    (tmp_path / "base.yaml").write_text("run_dir: runs/base\nmodel:\n  hidden_dim: 128\ntrain:\n  epochs: 3\n  seed: 4\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nrun_dir: runs/child\ntrain:\n  epochs: 5\n")
+    config = load_config(tmp_path / "child.yaml", ["train.seed=9"])
+    assert (config.run_dir, config.model.hidden_dim, config.train.epochs, config.train.seed) == ("runs/child", 128, 5, 9)
+
+
+def test_the_default_preset_is_best_with_one_scst_epoch_fewer():
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    best, default = load_config(configs / "best.yaml"), load_config(configs / "default.yaml")
+    assert (default.run_dir, default.train.scst_epochs) == ("runs/default", best.train.scst_epochs - 1)
+    default.run_dir, default.train.scst_epochs = best.run_dir, best.train.scst_epochs
+    assert default == best
+
+
+@pytest.mark.parametrize("extends, message", [("loop.yaml", "extends itself through"), ("nope.yaml", "config file not found"),
+                                              ("[1, 2]", "extends must name a YAML file")])
+def test_bad_extends_is_one_line(tmp_path, extends, message):
+    (tmp_path / "loop.yaml").write_text(f"extends: {extends}\n")
+    with pytest.raises(CaptionerError, match=message):
+        load_config(tmp_path / "loop.yaml")
+
+
 def test_config_dict_round_trip():
     config = load_config(None, ["model.hidden_dim=64", "train.seed=3"])
     assert config_from_dict(config.to_dict()) == config

@@ -1,4 +1,5 @@
-"""Typed configuration: dataclasses, loaded from YAML presets with `--set section.key=value` overrides."""
+"""Typed configuration: dataclasses, loaded from YAML presets (a preset may extend another) with
+`--set section.key=value` overrides."""
 from __future__ import annotations
 
 import dataclasses
@@ -143,20 +144,32 @@ def config_from_dict(mapping: dict[str, Any]) -> Config:
     return config
 
 
+def _read_preset(path: Path, extended_by: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset's keys, flattened. `extends: other.yaml` (relative to the preset) starts from that preset's keys."""
+    if not path.is_file():
+        raise CaptionerError(f"config file not found: {path}")
+    try:
+        mapping = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise CaptionerError(f"config file {path} is not valid YAML: {error}".splitlines()[0]) from None
+    if not isinstance(mapping, dict):
+        raise CaptionerError(f"config file {path} must hold a mapping of sections, got {type(mapping).__name__}")
+    base = mapping.pop("extends", None)
+    keys = _flatten(mapping)
+    if base is None:
+        return keys
+    if not isinstance(base, str):
+        raise CaptionerError(f"config file {path}: extends must name a YAML file, got {base!r}")
+    chain = (*extended_by, path.resolve())
+    base_path = path.parent / base
+    if base_path.resolve() in chain:
+        raise CaptionerError(f"config file {path} extends itself through {base_path}")
+    return {**_read_preset(base_path, chain), **keys}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML preset (or the defaults) and apply `section.key=value` overrides."""
-    mapping: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise CaptionerError(f"config file not found: {path}")
-        try:
-            mapping = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise CaptionerError(f"config file {path} is not valid YAML: {error}".splitlines()[0]) from None
-        if not isinstance(mapping, dict):
-            raise CaptionerError(f"config file {path} must hold a mapping of sections, got {type(mapping).__name__}")
-    config = config_from_dict(mapping)
+    config = config_from_dict(_read_preset(Path(path)) if path is not None else {})
     for override in overrides or []:
         if "=" not in override:
             raise CaptionerError(f"override must look like section.key=value, got '{override}'")

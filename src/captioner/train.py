@@ -137,7 +137,7 @@ def self_critical_loss(decoder, grid: torch.Tensor, image_keys: list[str], rewar
     # a decoder that teacher-forces all steps at once (the Transformer) scores the samples in a second pass: twice
     # as fast as back-propagating through its step-by-step sampling; the LSTM runs step by step either way, so
     # keeping the sampling pass's graph saves it that second pass
-    second_pass = getattr(decoder, "parallel_teacher_forcing", False)
+    second_pass = decoder.parallel_teacher_forcing
     with torch.set_grad_enabled(not second_pass):
         drawn = sample_captions(decoder, grid, samples=samples, start_id=vocabulary.start_id, end_id=vocabulary.end_id,
                                 max_length=config.train.scst_max_length, suppress_ids=vocabulary.never_emitted_ids)
