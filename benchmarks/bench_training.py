@@ -1,5 +1,5 @@
 """Training speed of a preset on the cached features: seconds per cross-entropy and self-critical step,
-the epoch times they project to, and where a cross-entropy step spends its time (torch profiler).
+the epoch times they project to, and where each kind of step spends its time (torch profiler).
 
     python benchmarks/bench_training.py configs/best.yaml --steps 20 [--threads 2] [--weights runs/best] [--set model.layers=3 ...]
 
@@ -80,14 +80,14 @@ def main() -> None:
         median = statistics.median(seconds)
         print(json.dumps({**common, "step": name, "steps": len(seconds), "median_step_seconds": round(median, 3),
                           "projected_epoch_minutes": round(median * full_epoch_steps / 60, 1)}), flush=True)
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        for batch in batches[1:4]:
-            cross_entropy_step(batch)
-    total = sum(event.self_cpu_time_total for event in profiler.key_averages())
-    top = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)[:8]
-    print(json.dumps({**common, "step": "cross_entropy_profile",
-                      "self_cpu_share": {event.key: round(event.self_cpu_time_total / total, 3) for event in top}}))
-
+    for name, step in (("cross_entropy", cross_entropy_step), ("self_critical", self_critical_step)):
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            for batch in batches[1:4]:
+                step(batch)
+        total = sum(event.self_cpu_time_total for event in profiler.key_averages())
+        top = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)[:8]
+        print(json.dumps({**common, "step": f"{name}_profile",
+                          "self_cpu_share": {event.key: round(event.self_cpu_time_total / total, 3) for event in top}}))
 
 if __name__ == "__main__":
     main()

@@ -28,7 +28,8 @@ class DecoderState:
 
     def select(self, index: torch.Tensor) -> "DecoderState":
         """Rows in the order of `index` (beam reordering, expanding images to captions)."""
-        return DecoderState(self.memory[index], self.keys[index], self.hidden[index], self.cell[index])
+        # index_select, not tensor indexing: its backward is an index_add, far cheaper than indexing's index_put
+        return DecoderState(*(tensor.index_select(0, index) for tensor in (self.memory, self.keys, self.hidden, self.cell)))
 
 
 @dataclass
@@ -118,6 +119,9 @@ class AttentionLSTMDecoder(nn.Module):
         cell = per_image.cell.index_select(0, image_index)
         embedded = self.embedding(captions[:, :-1])  # (captions, steps, embed_dim)
         embedding_gates = self.gates_from_embedding(embedded)  # (captions, steps, 4 * hidden_dim)
+        # split by step once: the backward of a per-step slice of the whole tensor would zero-fill and add a
+        # whole-tensor gradient every step; unbind's backward stacks the per-step gradients once
+        embedded_per_step, gates_per_step = embedded.unbind(1), embedding_gates.unbind(1)
         steps = int(lengths[0]) - 1
         # captions are sorted by length, so the first `active` rows are the ones still running
         active_per_step = (lengths.unsqueeze(0) > torch.arange(1, steps + 1).unsqueeze(1)).sum(dim=1).tolist()
@@ -127,12 +131,12 @@ class AttentionLSTMDecoder(nn.Module):
             # pass than slicing caption-sized copies, whose gradients would be zero-filled every step
             rows = image_index[:active]
             state = DecoderState(per_image.memory.index_select(0, rows), per_image.keys.index_select(0, rows), hidden[:active], cell[:active])
-            state, context, weights = self._cell(state, embedding_gates[:active, step])
+            state, context, weights = self._cell(state, gates_per_step[step][:active])
             hidden, cell = state.hidden, state.cell
             weights_per_step.append(F.pad(weights, (0, 0, 0, captions.shape[0] - active)))  # (captions, pixels)
             hiddens.append(hidden)
             contexts.append(context)
-            embeddeds.append(embedded[:active, step])
+            embeddeds.append(embedded_per_step[step][:active])
             targets.append(captions[:active, step + 1])
             rows_per_step.append(torch.arange(active))
         attention_sums = torch.stack(weights_per_step).sum(dim=0)  # (captions, pixels)
