@@ -89,5 +89,6 @@ def main() -> None:
         print(json.dumps({**common, "step": f"{name}_profile",
                           "self_cpu_share": {event.key: round(event.self_cpu_time_total / total, 3) for event in top}}))
 
+
 if __name__ == "__main__":
     main()
