@@ -127,8 +127,7 @@ def sample_captions(decoder, grid: torch.Tensor, *, samples: int, start_id: int,
     scored_rows, scored_log_probs = [], []  # per step: which samples' tokens count, and their log-probabilities
     for step in range(max_length + 1):
         log_probs, state, _ = decoder.step(state, tokens)
-        policy = suppress_tokens(log_probs, suppress_ids)
-        policy = policy - policy.logsumexp(dim=1, keepdim=True)  # renormalised over the tokens that may be drawn
+        policy = suppress_tokens(log_probs, suppress_ids).log_softmax(dim=1)  # renormalised over the tokens that may be drawn
         tokens = _draw(policy.detach().exp())
         chosen[live, step] = torch.where(running, tokens, torch.full_like(tokens, end_id))
         # a word past max_length is cut off, so it does not count towards the caption's probability
