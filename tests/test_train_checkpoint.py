@@ -13,7 +13,6 @@ from PIL import Image
 from safetensors import safe_open
 
 from captioner import train as train_module
-from captioner.averaging import WeightAverage
 from captioner.checkpoint import load_run, load_tensors, save_tensors, write_run_info
 from captioner.cli import main
 from captioner.config import config_from_dict
@@ -153,10 +152,8 @@ def test_resume_after_a_kill_gives_identical_weights(tiny_run, tmp_path, monkeyp
     assert_same_run_state(tmp_path / "straight", tmp_path / "killed")
 
 
-@pytest.mark.parametrize("averaging", [0.0, 0.5], ids=["last-weights", "weight-average"])
-def test_resume_after_a_kill_during_self_critical_training_gives_identical_weights(tiny_run, tmp_path, monkeypatch, no_curves,
-                                                                                  averaging):
-    settings = dict(epochs=1, scst_epochs=2, scst_samples=3, scst_learning_rate=1e-3, scst_weight_averaging=averaging)
+def test_resume_after_a_kill_during_self_critical_training_gives_identical_weights(tiny_run, tmp_path, monkeypatch, no_curves):
+    settings = dict(epochs=1, scst_epochs=2, scst_samples=3, scst_learning_rate=1e-3)
     train(small_config(tiny_run, tmp_path / "straight", **settings), show_progress=False)
     killed = small_config(tiny_run, tmp_path / "killed", **settings)
     kill_training_at_validation(killed, monkeypatch, call=3)  # in the second SCST epoch
@@ -473,46 +470,6 @@ def test_a_transformer_run_trains_and_captions_held_out_pictures(tiny_run, tmp_p
 
 
 # ---- self-critical sequence training ----
-
-def test_weight_average_moves_each_weight_part_of_the_way_to_the_current_one():
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    average = WeightAverage(model, decay=0.75)
-    start = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    with torch.no_grad():
-        model[0].weight.add_(4.0)
-        model[0].bias.sub_(8.0)
-    model[1].num_batches_tracked += 3
-    average.update(model)
-    averaged = average.model.state_dict()
-    assert torch.allclose(averaged["0.weight"], start["0.weight"] + 1.0)
-    assert torch.allclose(averaged["0.bias"], start["0.bias"] - 2.0)
-    assert int(averaged["1.num_batches_tracked"]) == 3  # counters are copied, not averaged
-    assert not any(parameter.requires_grad for parameter in average.model.parameters())
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        WeightAverage(model, decay=1.0)
-
-
-def test_self_critical_weight_average_is_validated_and_saved(tiny_run, tmp_path, monkeypatch, no_curves):
-    config = small_config(tiny_run, tmp_path / "run", epochs=1, scst_epochs=2, scst_samples=3, scst_learning_rate=1e-2,
-                          scst_weight_averaging=0.5)
-    validated = []
-    original_validate = train_module.validate
-
-    def recording(decoder, *args, **kwargs):
-        validated.append({name: tensor.clone() for name, tensor in decoder.state_dict().items()})
-        return original_validate(decoder, *args, **kwargs)
-
-    monkeypatch.setattr(train_module, "validate", recording)
-    train(config, show_progress=False)
-    state = load_tensors(tmp_path / "run" / "trainer_state.safetensors")
-    average = {name.removeprefix("average."): tensor for name, tensor in state.items() if name.startswith("average.")}
-    last = {name.removeprefix("model."): tensor for name, tensor in state.items() if name.startswith("model.")}
-    assert average.keys() == last.keys() == validated[-1].keys()
-    assert all(torch.equal(validated[-1][name], average[name]) for name in average)
-    assert not all(torch.equal(last[name], average[name]) for name in average)
-    best_epoch = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["best_epoch"]
-    saved = load_tensors(tmp_path / "run" / "model.safetensors")
-    assert all(torch.equal(saved[name], validated[best_epoch - 1][name]) for name in saved)
 
 def test_self_critical_training_continues_a_finished_run_from_its_best_epoch(tiny_run, tmp_path, capsys, no_curves):
     run_dir = tmp_path / "run"

@@ -3,7 +3,7 @@
     config.json                 config, encoder name + weights sha256, vocabulary size, code version
     vocab.json                  the vocabulary
     model.safetensors           the best decoder weights (by dev CIDEr)
-    trainer_state.safetensors   last epoch's decoder + optimizer tensors (+ SCST weight average), for resuming
+    trainer_state.safetensors   last epoch's decoder + optimizer tensors, for resuming
     trainer_state.json          last epoch's counters, schedule and optimizer hyper-parameters
     history.csv, curves.png     one row per epoch, and its plot
 """
@@ -95,12 +95,9 @@ def load_run(folder: str | Path, *, weights: str = "model.safetensors") -> Loade
     return LoadedRun(folder, config, info, vocabulary, decoder.eval())
 
 
-def save_trainer_state(folder: Path, decoder: torch.nn.Module, optimizer: torch.optim.Optimizer, counters: dict[str, Any],
-                       average: torch.nn.Module | None = None) -> None:
-    """Last epoch's model, optimizer and weight average (tensors in safetensors, the rest in JSON) for resuming."""
+def save_trainer_state(folder: Path, decoder: torch.nn.Module, optimizer: torch.optim.Optimizer, counters: dict[str, Any]) -> None:
+    """Last epoch's model and optimizer (tensors in safetensors, the rest in JSON) for resuming."""
     tensors = {f"model.{name}": tensor for name, tensor in decoder.state_dict().items()}
-    if average is not None:
-        tensors.update({f"average.{name}": tensor for name, tensor in average.state_dict().items()})
     optimizer_state = optimizer.state_dict()
     for index, slots in optimizer_state["state"].items():
         for slot, value in slots.items():
@@ -110,15 +107,10 @@ def save_trainer_state(folder: Path, decoder: torch.nn.Module, optimizer: torch.
     atomic_write_json(folder / "trainer_state.json", {**counters, "optimizer_param_groups": optimizer_state["param_groups"]})
 
 
-def load_trainer_state(folder: Path, decoder: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                       average: torch.nn.Module | None = None) -> dict[str, Any]:
-    """Restores the decoder, the optimizer and, where `average` is given and was saved, the weight average."""
+def load_trainer_state(folder: Path, decoder: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     counters = read_json(folder / "trainer_state.json")
     tensors = load_tensors(folder / "trainer_state.safetensors")
     decoder.load_state_dict({name[6:]: tensor for name, tensor in tensors.items() if name.startswith("model.")})
-    averaged = {name[8:]: tensor for name, tensor in tensors.items() if name.startswith("average.")}
-    if average is not None:  # a run without an average yet starts one at its current weights
-        average.load_state_dict(averaged or decoder.state_dict())
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for name, tensor in tensors.items():
         if name.startswith("optimizer."):

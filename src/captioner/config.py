@@ -64,9 +64,6 @@ class TrainConfig:
     scst_learning_rate: float = 5e-5
     scst_samples: int = 5  # per image; each sample's baseline is the mean reward of the others (Luo 2020)
     scst_max_length: int = 20  # words per sample
-    # decay of an exponential moving average of the weights during SCST (0: off); dev validation and the saved
-    # model then use the average
-    scst_weight_averaging: float = 0.0
     # each epoch shows every training image either as is or mirrored (features of the flipped photo, extracted
     # by `captioner features`; "left" and "right" swapped in its captions), at random
     flip_augmentation: bool = False

@@ -19,7 +19,6 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from captioner.averaging import WeightAverage
 from captioner.checkpoint import load_tensors, load_trainer_state, read_json, save_tensors, save_trainer_state, write_run_info
 from captioner.config import Config
 from captioner.data.flickr import load_prepared
@@ -41,8 +40,7 @@ HISTORY_COLUMNS = ("epoch", "phase", "learning_rate", "train_loss", "train_rewar
 # extraction batch size does not change the features); decoding settings never change the weights, so they may
 # differ too (a length penalty tuned after training)
 RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping_patience", "train.threads", "train.scst_epochs",
-                     "train.scst_learning_rate", "train.scst_samples", "train.scst_max_length", "train.scst_weight_averaging",
-                     "encoder.batch_size"}
+                     "train.scst_learning_rate", "train.scst_samples", "train.scst_max_length", "encoder.batch_size"}
 
 
 class CaptionBatches:
@@ -265,12 +263,10 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
     channels = int(train_data.grid.shape[2])
     decoder = build_decoder(config.model, vocab_size=len(vocabulary), encoder_channels=channels)
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
-    averaging = config.train.scst_weight_averaging
-    average = WeightAverage(decoder, averaging) if averaging else None
     counters: dict[str, Any] = {"epoch": 0, "step": 0, "best_epoch": 0, "best_dev_CIDEr": -1.0, "epochs_without_improvement": 0, "history": []}
     if (folder / "trainer_state.json").is_file():
         _check_resumable(folder, config)
-        counters = load_trainer_state(folder, decoder, optimizer, None if average is None else average.model)
+        counters = load_trainer_state(folder, decoder, optimizer)
         log.info("resuming %s after epoch %d", folder, counters["epoch"])
         print(f"resuming {folder} after epoch {counters['epoch']}")
     write_run_info(folder, config, encoder_sha256=cache.index["weights_sha256"], encoder_channels=channels, vocabulary=vocabulary)
@@ -292,7 +288,6 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
             if "scst_start_step" not in counters:  # entering SCST: start from the best cross-entropy weights
                 decoder.load_state_dict(load_tensors(folder / "model.safetensors"))
                 optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.train.scst_learning_rate, weight_decay=config.train.weight_decay)
-                average = WeightAverage(decoder, averaging) if averaging else None
                 counters.update(scst_start_step=counters["step"], epochs_without_improvement=0)
                 print(f"self-critical training from the best cross-entropy epoch ({counters['best_epoch']})")
         started = time.perf_counter()
@@ -316,8 +311,6 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(decoder.parameters(), config.train.grad_clip)
             optimizer.step()
-            if self_critical and average is not None:
-                average.update(decoder)
             counters["step"] += 1
             loss_sum += loss.item()
             batches += 1
@@ -325,19 +318,17 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
         bar.close()
         row = {"epoch": epoch, "phase": "scst" if self_critical else "xe", "learning_rate": learning_rate,
                "train_loss": loss_sum / max(batches, 1), "train_reward": reward_sum / max(batches, 1) if self_critical else ""}
-        averaged = average.model if self_critical and average is not None else None
-        evaluated = decoder if averaged is None else averaged
-        row.update(validate(evaluated, dev_data, vocabulary, config))
+        row.update(validate(decoder, dev_data, vocabulary, config))
         row["epoch_seconds"] = time.perf_counter() - started
         history.append(row)
         improved = row["dev_CIDEr"] > counters["best_dev_CIDEr"]
         if improved:
             counters.update(best_epoch=epoch, best_dev_CIDEr=row["dev_CIDEr"], epochs_without_improvement=0)
-            save_tensors(folder / "model.safetensors", evaluated.state_dict())
+            save_tensors(folder / "model.safetensors", decoder.state_dict())
         else:
             counters["epochs_without_improvement"] += 1
         counters["epoch"] = epoch
-        save_trainer_state(folder, decoder, optimizer, counters, averaged)
+        save_trainer_state(folder, decoder, optimizer, counters)
         _write_history(folder, history)
         print(f"epoch {epoch}{' (scst)' if self_critical else ''}: train loss {row['train_loss']:.3f}"
               + (f", train reward {row['train_reward']:.3f}" if self_critical else "")
