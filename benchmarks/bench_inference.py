@@ -1,6 +1,6 @@
 """Inference speed of a trained run: one JSON line per measurement.
 
-    python benchmarks/bench_inference.py runs/default [--images DIR] [--repeats 30] [--beam 3]
+    python benchmarks/bench_inference.py runs/default [--images DIR] [--repeats 30] [--beam 3] [--rerank-neighbours N]
 
 Single-image latency (median, p90) and batch-of-16 throughput, with encoder and decoder time
 measured separately. Images are real Flickr8k test photos (or any folder), read from disk each time.
@@ -37,22 +37,24 @@ def main() -> None:
     parser.add_argument("--images", default=os.path.join(os.environ.get("FLICKR8K_DIR", "../shared/flickr8k"), "images"))
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--beam", type=int, default=3)
+    parser.add_argument("--rerank-neighbours", type=int, default=None, help="consensus reranking (default: the run's)")
     args = parser.parse_args()
+    options = {"beam_size": args.beam, "rerank_neighbours": args.rerank_neighbours}
 
     captioner = Captioner.load(args.run)
     images = list_images(args.images)[: max(args.repeats, 16 * 4)]
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    captioner.caption(images[:2], beam_size=args.beam)  # warm-up
+    captioner.caption(images[:2], **options)  # warm-up (and loading the caption memory when reranking)
 
     encode_times, decode_times, totals = [], [], []
     for path in images[: args.repeats]:
         grid, encode_seconds = timed(lambda: captioner.encode([path]))
-        _, decode_seconds = timed(lambda: captioner.decode(grid, beam_size=args.beam))
+        _, decode_seconds = timed(lambda: captioner.decode(grid, **options))
         encode_times.append(encode_seconds)
         decode_times.append(decode_seconds)
         totals.append(encode_seconds + decode_seconds)
     print(json.dumps({
-        "measurement": "single_image_latency_ms", "run": args.run, "beam": args.beam, "images": len(totals),
+        "measurement": "single_image_latency_ms", "run": args.run, "beam": args.beam, "rerank_neighbours": args.rerank_neighbours, "images": len(totals),
         "median": round(1000 * statistics.median(totals), 1), "p90": round(1000 * percentile(totals, 0.9), 1),
         "encoder_median": round(1000 * statistics.median(encode_times), 1),
         "decoder_median": round(1000 * statistics.median(decode_times), 1), **machine,
@@ -62,12 +64,12 @@ def main() -> None:
     for start in range(0, len(images) - 15, 16):
         batch = images[start : start + 16]
         grid, encode_seconds = timed(lambda: captioner.encode(batch))
-        _, decode_seconds = timed(lambda: captioner.decode(grid, beam_size=args.beam))
+        _, decode_seconds = timed(lambda: captioner.decode(grid, **options))
         batch_encode += encode_seconds
         batch_decode += decode_seconds
         count += len(batch)
     print(json.dumps({
-        "measurement": "batch16_throughput", "run": args.run, "beam": args.beam, "images": count,
+        "measurement": "batch16_throughput", "run": args.run, "beam": args.beam, "rerank_neighbours": args.rerank_neighbours, "images": count,
         "images_per_second": round(count / (batch_encode + batch_decode), 2),
         "encoder_ms_per_image": round(1000 * batch_encode / count, 1),
         "decoder_ms_per_image": round(1000 * batch_decode / count, 1), **machine,

@@ -40,7 +40,10 @@ def row_for(label: str, folder: Path) -> str:
     reached = times[0][1]
     reached_text = "n/a" if len(runs) > 1 else ("not reached" if reached is None else f"{reached:.0f} min")
     scores = " | ".join(f"{100 * metrics['scores'][name]:.1f}" for name in METRIC_NAMES)
-    return f"| {label} | {scores} | {total:.0f} min | {reached_text} | beam {metrics['beam_size']}, lp {metrics['length_penalty']} |"
+    decoding = f"beam {metrics['beam_size']}, lp {metrics['length_penalty']}"
+    if metrics.get("rerank_neighbours"):
+        decoding += f", rerank {metrics['rerank_neighbours']} x {metrics['rerank_weight']}"
+    return f"| {label} | {scores} | {total:.0f} min | {reached_text} | {decoding} |"
 
 
 def main() -> None:

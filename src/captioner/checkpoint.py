@@ -5,6 +5,7 @@
     model.safetensors           the best decoder weights (by dev CIDEr)
     trainer_state.safetensors   last epoch's decoder + optimizer tensors, for resuming
     trainer_state.json          last epoch's counters, schedule and optimizer hyper-parameters
+    memory.safetensors          the training images' pooled features and captions, for consensus reranking
     history.csv, curves.png     one row per epoch, and its plot
 """
 from __future__ import annotations

@@ -79,6 +79,10 @@ class DecodeConfig:
     max_length: int = 30
     length_penalty: float = 0.0  # alpha in score / length**alpha; 0 keeps raw log-probabilities
     n_best: int = 1
+    # consensus reranking (captioner.reranking): the beam's candidates gain rerank_weight x their CIDEr-D against the
+    # captions of the rerank_neighbours most similar training photos; 0 neighbours: off
+    rerank_neighbours: int = 0
+    rerank_weight: float = 1.0
 
 
 @dataclass

@@ -32,13 +32,19 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
+def _reranking(metrics: dict[str, Any]) -> str:
+    if not metrics.get("rerank_neighbours"):
+        return ""
+    return f", consensus reranking with {metrics['rerank_neighbours']} neighbours at weight {metrics['rerank_weight']}"
+
+
 def write_report(path: Path, run_name: str, split: str, metrics: dict[str, Any]) -> None:
     columns = [*METRIC_NAMES, "SPICE"]
     lines = [
         f"# Evaluation of `{run_name}` on the Flickr8k {split} split",
         "",
         f"{metrics['images']} images, {metrics['references_per_image']:.1f} references each; beam size {metrics['beam_size']}, "
-        f"length penalty {metrics['length_penalty']}; scores in percent (pycocoevalcap, PTB tokenizer).",
+        f"length penalty {metrics['length_penalty']}{_reranking(metrics)}; scores in percent (pycocoevalcap, PTB tokenizer).",
         "",
         "| system | " + " | ".join(columns) + " |",
         "|---" * (len(columns) + 1) + "|",
@@ -54,6 +60,7 @@ def write_report(path: Path, run_name: str, split: str, metrics: dict[str, Any])
 
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | None = None, length_penalty: float | None = None,
+                 rerank_neighbours: int | None = None, rerank_weight: float | None = None,
                  max_images: int = 0, output_dir: str | Path | None = None, pictures: bool = True,
                  record: bool = True, ensemble: list[str] | None = None) -> dict[str, Any]:
     """Caption every image of `split` from the cached features, score, and write the report files.
@@ -69,6 +76,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     config = captioner.config
     beam_size = beam_size or config.decode.beam_size
     length_penalty = config.decode.length_penalty if length_penalty is None else length_penalty
+    rerank_neighbours = config.decode.rerank_neighbours if rerank_neighbours is None else rerank_neighbours
+    rerank_weight = config.decode.rerank_weight if rerank_weight is None else rerank_weight
     images_dir, splits, _ = load_prepared(config.data.prepared_dir)
     if split not in splits:
         raise CaptionerError(f"unknown split '{split}'; the prepared data has {', '.join(splits)}")
@@ -81,9 +90,11 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
         raise CaptionerError(f"no {split} images with cached features for {run_dir}")
     started = time.perf_counter()
     captions = {}
+    options = {"beam_size": beam_size, "length_penalty": length_penalty, "rerank_neighbours": rerank_neighbours,
+               "rerank_weight": rerank_weight}
     for start in range(0, len(names), 50):
         batch = names[start : start + 50]
-        for name, caption in zip(batch, captioner.decode(cache.load(batch), beam_size=beam_size, length_penalty=length_penalty)):
+        for name, caption in zip(batch, captioner.decode(cache.load(batch), **options)):
             captions[name] = caption
     decode_seconds = time.perf_counter() - started
     references = {name: [" ".join(words) for words in references_by_image[name]] for name in names}
@@ -92,6 +103,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
         "run": str(run_dir), "split": split, "images": len(names),
         "references_per_image": float(np.mean([len(refs) for refs in references.values()])),
         "beam_size": beam_size, "length_penalty": length_penalty, "ensemble": ensemble,
+        "rerank_neighbours": rerank_neighbours, "rerank_weight": rerank_weight,
         "scores": scores,
         "spice_unavailable": spice_unavailable_reason(), "decode_seconds": decode_seconds,
     }
@@ -112,6 +124,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     # the run's own metrics.json records the latest score per split
     run_metrics_path = Path(run_dir) / "metrics.json"
     run_metrics = read_json(run_metrics_path) if run_metrics_path.is_file() else {}
-    run_metrics[split] = {key: metrics[key] for key in ("images", "beam_size", "length_penalty", "scores")}
+    run_metrics[split] = {key: metrics[key] for key in ("images", "beam_size", "length_penalty", "rerank_neighbours",
+                                                        "rerank_weight", "scores")}
     atomic_write_json(run_metrics_path, run_metrics)
     return metrics

@@ -16,6 +16,7 @@ from captioner.data.images import ImageInput, describe, load_image
 from captioner.decoding import EnsembleDecoder, Hypothesis, beam_search
 from captioner.encoders import Encoder
 from captioner.errors import CaptionerError, ImageError
+from captioner.reranking import MEMORY_FILE, CaptionMemory
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class Caption:
     text: str
     tokens: list[str]
     log_probability: float  # natural log of the caption's probability under the model
-    score: float  # the beam's ranking score (log-probability, length-normalised when asked)
+    score: float  # the ranking score: log-probability (length-normalised when asked), plus the consensus when reranked
     attention: np.ndarray  # (len(tokens) + finished, grid, grid): where the model looked for each word and <end>
     finished: bool = True  # False when the caption hit the length limit before <end>
     alternatives: list["Caption"] = field(default_factory=list)  # the other n-best candidates
@@ -44,7 +45,8 @@ class Captioner:
     """A trained run ready to caption images: encoder + decoder + vocabulary + decoding defaults.
 
     `ensemble` names more runs trained on the same encoder and vocabulary; their decoders then vote
-    with the run's own at every step (averaged log-probabilities). Decoding defaults are the first run's.
+    with the run's own at every step (averaged log-probabilities). Decoding defaults are the first run's, and so
+    is the caption memory that consensus reranking reads (loaded on first use).
     """
 
     def __init__(self, run_dir: str | Path, *, ensemble: Sequence[str | Path] = ()):
@@ -65,6 +67,18 @@ class Captioner:
                 if member.info["encoder"] != run.info["encoder"]:
                     raise CaptionerError(f"cannot ensemble {member.folder} with {run_dir}: they were trained on different encoders")
             self.decoder = EnsembleDecoder([run.decoder, *(member.decoder for member in members)])
+        self._memory: CaptionMemory | None = None
+
+    @property
+    def memory(self) -> CaptionMemory:
+        """The training captions that consensus reranking compares candidates with."""
+        if self._memory is None:
+            path = self.run_dir / MEMORY_FILE
+            if not path.is_file():
+                raise CaptionerError(f"{self.run_dir} has no {MEMORY_FILE} for consensus reranking; `captioner train` with "
+                                     "the run's config and --run writes it (a finished run is not trained again)")
+            self._memory = CaptionMemory.load(path)
+        return self._memory
 
     @classmethod
     def load(cls, run_dir: str | Path, *, ensemble: Sequence[str | Path] = ()) -> "Captioner":
@@ -76,21 +90,30 @@ class Captioner:
         return self.encoder.encode(pixels)
 
     def decode(self, grid: torch.Tensor, *, beam_size: int | None = None, n_best: int = 1,
-               length_penalty: float | None = None, max_length: int | None = None) -> list[Caption]:
-        """Grid features -> the best caption per image, with the other n-best as `alternatives`."""
+               length_penalty: float | None = None, max_length: int | None = None,
+               rerank_neighbours: int | None = None, rerank_weight: float | None = None) -> list[Caption]:
+        """Grid features -> the best caption per image, with the other n-best as `alternatives`.
+
+        Unset options take the run's decode settings; with rerank_neighbours > 0 every beam candidate is
+        reranked by consensus with the nearest training photos' captions before the n-best are taken.
+        """
         decode = self.config.decode
         beam_size = beam_size or decode.beam_size
         if n_best > beam_size:
             beam_size = n_best
+        neighbours = decode.rerank_neighbours if rerank_neighbours is None else rerank_neighbours
         results = beam_search(
             self.decoder, grid, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id,
-            beam_size=beam_size, n_best=n_best, suppress_ids=self.vocabulary.never_emitted_ids,
+            beam_size=beam_size, n_best=beam_size if neighbours else n_best, suppress_ids=self.vocabulary.never_emitted_ids,
             length_penalty=decode.length_penalty if length_penalty is None else length_penalty,
             max_length=max_length or decode.max_length,
         )
+        if neighbours:
+            weight = decode.rerank_weight if rerank_weight is None else rerank_weight
+            results = self.memory.rerank(grid, results, neighbours=neighbours, weight=weight)
         captions = []
         for hypotheses in results:
-            converted = [self._to_caption(hypothesis) for hypothesis in hypotheses]
+            converted = [self._to_caption(hypothesis) for hypothesis in hypotheses[:n_best]]
             best = converted[0]
             best.alternatives = converted[1:]
             captions.append(best)

@@ -38,7 +38,13 @@ class CiderD:
             # an n-gram counts once per image, however many of its references contain it
             self.document_frequency.update({ngram for caption in captions for ngram in _ngram_counts(caption)})
         self.log_images = math.log(float(len(references)))
-        self.references = {key: [self._vector(caption) for caption in captions] for key, captions in references.items()}
+        self.references = references
+        self._reference_vectors: dict[str, list] = {}  # filled on first use: reranking reads a few images' references
+
+    def _vectors_of(self, key: str) -> list:
+        if key not in self._reference_vectors:
+            self._reference_vectors[key] = [self._vector(caption) for caption in self.references[key]]
+        return self._reference_vectors[key]
 
     def _vector(self, tokens: Sequence[int]) -> tuple[list[dict[tuple, float]], list[float], int]:
         """tf-idf weights per n-gram order, their norms, and the caption's length in words."""
@@ -67,8 +73,14 @@ class CiderD:
 
     def score(self, key: str, candidate: Sequence[int]) -> float:
         """CIDEr-D of one candidate against image `key`'s references (x10, as the metric reports)."""
-        references = self.references[key]
+        references = self._vectors_of(key)
         vector = self._vector(candidate)
+        return 10.0 * sum(self._similarity(vector, reference) for reference in references) / len(references)
+
+    def consensus(self, keys: Sequence[str], candidate: Sequence[int]) -> float:
+        """CIDEr-D of one candidate against the references of several images together (x10)."""
+        vector = self._vector(candidate)
+        references = [reference for key in keys for reference in self._vectors_of(key)]
         return 10.0 * sum(self._similarity(vector, reference) for reference in references) / len(references)
 
     def scores(self, keys: Sequence[str], candidates: Sequence[Sequence[int]]) -> list[float]:

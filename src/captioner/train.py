@@ -30,6 +30,7 @@ from captioner.io import atomic_write_text
 from captioner.metrics import fast_scores
 from captioner.model import build_decoder
 from captioner.pipeline import open_mirrored_features, open_prepared_features
+from captioner.reranking import MEMORY_FILE, save_memory
 from captioner.reward import CiderD
 
 log = logging.getLogger(__name__)
@@ -270,6 +271,9 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
         log.info("resuming %s after epoch %d", folder, counters["epoch"])
         print(f"resuming {folder} after epoch {counters['epoch']}")
     write_run_info(folder, config, encoder_sha256=cache.index["weights_sha256"], encoder_channels=channels, vocabulary=vocabulary)
+    originals = len(train_data.names)  # without the mirrored rows
+    save_memory(folder / MEMORY_FILE, train_data.grid[:originals],
+                [[ids[1:-1] for ids in image_captions] for image_captions in train_data.captions[:originals]])
 
     steps_per_epoch = math.ceil(len(train_data.names) / config.train.images_per_batch)
     total_steps = steps_per_epoch * config.train.epochs

@@ -68,7 +68,8 @@ class ApiError(Exception):
 class CaptionCandidate(BaseModel):
     caption: str
     tokens: list[str]
-    score: float = Field(description="the beam's ranking score (log-probability, length-normalised if configured)")
+    score: float = Field(description="the ranking score: log-probability (length-normalised if configured), plus the "
+                                     "weighted consensus with similar training photos' captions if the run reranks")
     log_probability: float = Field(description="natural log of the caption's probability under the model")
     finished: bool = Field(description="false when the caption hit the length limit before <end>")
     attention: list[list[list[float]]] | None = Field(
@@ -231,6 +232,8 @@ def create_app(
     started = time.monotonic()
     spec = captioner.encoder.spec
     default_beam = captioner.config.decode.beam_size
+    if captioner.config.decode.rerank_neighbours:  # load it now, not in the first request
+        log.info("consensus reranking against %d training photos", len(captioner.memory.captions))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -373,7 +376,8 @@ def create_app(
             "run": captioner.run_dir.name, "encoder": captioner.config.encoder.name,
             "input_size": spec.input_size, "grid_size": spec.grid_size,
             "vocabulary_size": len(captioner.vocabulary),
-            "decode": {"beam_size": decode.beam_size, "length_penalty": decode.length_penalty, "max_length": decode.max_length},
+            "decode": {"beam_size": decode.beam_size, "length_penalty": decode.length_penalty, "max_length": decode.max_length,
+                       "rerank_neighbours": decode.rerank_neighbours, "rerank_weight": decode.rerank_weight},
             "test_scores": read_test_scores(captioner.run_dir),
             "limits": {"max_upload_bytes": max_upload_bytes, "max_files": max_files, "max_pixels": max_pixels,
                        "max_beam_size": MAX_BEAM_SIZE, "request_timeout_s": request_timeout_s},

@@ -1,0 +1,76 @@
+"""Score consensus-reranking settings on the dev split: one JSON line per setting.
+
+    python benchmarks/tune_reranking.py runs/best --beams 3,5 --neighbours 5,10,15,20 --weights 0.5,1,2,3,5
+
+Each beam size is decoded once (every beam candidate kept), then reranked with every number of
+neighbours and weight; those lines carry BLEU-4 and CIDEr (no Java). The best setting per beam by
+CIDEr, and no reranking, are then scored with every metric (METEOR too). Decoding choices are made on
+dev only; the test split is scored once, with the chosen setting.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from captioner.data.flickr import load_prepared
+from captioner.decoding import beam_search
+from captioner.inference import Captioner
+from captioner.metrics import fast_scores, score_captions
+from captioner.pipeline import open_prepared_features
+
+
+def _values(text: str, kind: type) -> list:
+    return [kind(value) for value in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run")
+    parser.add_argument("--beams", default="3,5")
+    parser.add_argument("--neighbours", default="5,10,15,20")
+    parser.add_argument("--weights", default="0.5,1,2,3,5")
+    parser.add_argument("--max-images", type=int, default=0)
+    args = parser.parse_args()
+    captioner = Captioner.load(args.run)
+    config, vocabulary = captioner.config, captioner.vocabulary
+    _, splits, _ = load_prepared(config.data.prepared_dir)
+    cache = open_prepared_features(config, splits)
+    names = cache.available(sorted(splits["dev"]))[: args.max_images or None]
+    grid = cache.load(names)
+    references = {name: [" ".join(words) for words in splits["dev"][name]] for name in names}
+
+    def texts(hypotheses) -> dict[str, str]:
+        return {name: " ".join(vocabulary.decode(ranked[0].token_ids)) for name, ranked in zip(names, hypotheses)}
+
+    def report(setting: dict, candidates: dict[str, str], *, full: bool = False) -> None:
+        scores = score_captions(references, candidates, spice=False) if full else fast_scores(references, candidates)
+        print(json.dumps({"split": "dev", **setting, **{name: round(value, 4) for name, value in scores.items() if value is not None}}),
+              flush=True)
+
+    for beam in _values(args.beams, int):
+        started = time.perf_counter()
+        with torch.inference_mode():
+            decoded = [hypothesis for start in range(0, len(names), 50) for hypothesis in beam_search(
+                captioner.decoder, grid[start : start + 50], start_id=vocabulary.start_id, end_id=vocabulary.end_id,
+                beam_size=beam, n_best=beam, suppress_ids=vocabulary.never_emitted_ids,
+                length_penalty=config.decode.length_penalty, max_length=config.decode.max_length)]
+        print(f"beam {beam}: decoded {len(names)} dev images in {time.perf_counter() - started:.1f} s", flush=True)
+        plain = texts(decoded)
+        best = (-1.0, {}, plain)
+        for neighbours in _values(args.neighbours, int):
+            for weight in _values(args.weights, float):
+                candidates = texts(captioner.memory.rerank(grid, decoded, neighbours=neighbours, weight=weight))
+                setting = {"beam": beam, "rerank_neighbours": neighbours, "rerank_weight": weight}
+                cider = fast_scores(references, candidates)["CIDEr"]
+                print(json.dumps({"split": "dev", **setting, "CIDEr": round(cider, 4)}), flush=True)
+                if cider > best[0]:
+                    best = (cider, setting, candidates)
+        report({"beam": beam, "rerank_neighbours": 0}, plain, full=True)
+        report({**best[1], "best": True}, best[2], full=True)
+
+
+if __name__ == "__main__":
+    main()
