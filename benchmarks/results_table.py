@@ -42,7 +42,7 @@ def row_for(label: str, folder: Path) -> str:
     scores = " | ".join(f"{100 * metrics['scores'][name]:.1f}" for name in METRIC_NAMES)
     decoding = f"beam {metrics['beam_size']}, lp {metrics['length_penalty']}"
     if metrics.get("rerank_neighbours"):
-        decoding += f", rerank {metrics['rerank_neighbours']} x {metrics['rerank_weight']}"
+        decoding += f", reranked ({metrics['rerank_neighbours']} neighbours, weight {metrics['rerank_weight']})"
     return f"| {label} | {scores} | {total:.0f} min | {reached_text} | {decoding} |"
 
 

@@ -73,9 +73,7 @@ class CiderD:
 
     def score(self, key: str, candidate: Sequence[int]) -> float:
         """CIDEr-D of one candidate against image `key`'s references (x10, as the metric reports)."""
-        references = self._vectors_of(key)
-        vector = self._vector(candidate)
-        return 10.0 * sum(self._similarity(vector, reference) for reference in references) / len(references)
+        return self.consensus([key], candidate)
 
     def consensus(self, keys: Sequence[str], candidate: Sequence[int]) -> float:
         """CIDEr-D of one candidate against the references of several images together (x10)."""
