@@ -128,6 +128,11 @@ def test_health_and_model(client, captioner):
     assert model["limits"]["max_upload_bytes"] == UPLOAD_LIMIT and model["limits"]["max_files"] == MAX_FILES
 
 
+def test_test_scores_leave_out_a_metric_that_could_not_run(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"test": {"scores": {"CIDEr": 0.6, "SPICE": None}}}))
+    assert read_test_scores(tmp_path) == {"CIDEr": 0.6}
+
+
 def test_test_scores_are_null_for_an_unevaluated_run(tmp_path):
     assert read_test_scores(tmp_path) is None
     (tmp_path / "metrics.json").write_text("{not json")

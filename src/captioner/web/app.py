@@ -156,7 +156,8 @@ def read_test_scores(run_dir: Path) -> dict[str, float] | None:
         return None
     try:
         scores = json.loads(path.read_text())["test"]["scores"]
-        return {name: float(value) for name, value in scores.items()}
+        # SPICE is null where it cannot run (no CoreNLP jars); that must not hide the other scores
+        return {name: float(value) for name, value in scores.items() if value is not None}
     except (OSError, ValueError, KeyError, TypeError) as error:
         log.warning("cannot read test scores from %s (%s)", path, error)
         return None
