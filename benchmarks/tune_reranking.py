@@ -13,10 +13,7 @@ import argparse
 import json
 import time
 
-import torch
-
 from captioner.data.flickr import load_prepared
-from captioner.decoding import beam_search
 from captioner.inference import Captioner
 from captioner.metrics import fast_scores, score_captions
 from captioner.pipeline import open_prepared_features
@@ -52,11 +49,8 @@ def main() -> None:
 
     for beam in _values(args.beams, int):
         started = time.perf_counter()
-        with torch.inference_mode():
-            decoded = [hypothesis for start in range(0, len(names), 50) for hypothesis in beam_search(
-                captioner.decoder, grid[start : start + 50], start_id=vocabulary.start_id, end_id=vocabulary.end_id,
-                beam_size=beam, n_best=beam, suppress_ids=vocabulary.never_emitted_ids,
-                length_penalty=config.decode.length_penalty, max_length=config.decode.max_length)]
+        decoded = [hypotheses for start in range(0, len(names), 50)
+                   for hypotheses in captioner.beam_hypotheses(grid[start : start + 50], beam_size=beam, n_best=beam)]
         print(f"beam {beam}: decoded {len(names)} dev images in {time.perf_counter() - started:.1f} s", flush=True)
         plain = texts(decoded)
         best = (-1.0, {}, plain)

@@ -98,16 +98,10 @@ class Captioner:
         reranked by consensus with the nearest training photos' captions before the n-best are taken.
         """
         decode = self.config.decode
-        beam_size = beam_size or decode.beam_size
-        if n_best > beam_size:
-            beam_size = n_best
+        beam_size = max(beam_size or decode.beam_size, n_best)
         neighbours = decode.rerank_neighbours if rerank_neighbours is None else rerank_neighbours
-        results = beam_search(
-            self.decoder, grid, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id,
-            beam_size=beam_size, n_best=beam_size if neighbours else n_best, suppress_ids=self.vocabulary.never_emitted_ids,
-            length_penalty=decode.length_penalty if length_penalty is None else length_penalty,
-            max_length=max_length or decode.max_length,
-        )
+        results = self.beam_hypotheses(grid, beam_size=beam_size, n_best=beam_size if neighbours else n_best,
+                                       length_penalty=length_penalty, max_length=max_length)
         if neighbours:
             weight = decode.rerank_weight if rerank_weight is None else rerank_weight
             results = self.memory.rerank(grid, results, neighbours=neighbours, weight=weight)
@@ -118,6 +112,17 @@ class Captioner:
             best.alternatives = converted[1:]
             captions.append(best)
         return captions
+
+    def beam_hypotheses(self, grid: torch.Tensor, *, beam_size: int, n_best: int, length_penalty: float | None = None,
+                        max_length: int | None = None) -> list[list[Hypothesis]]:
+        """Beam search with this run's vocabulary; unset options take the run's decode settings."""
+        decode = self.config.decode
+        return beam_search(
+            self.decoder, grid, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id,
+            beam_size=beam_size, n_best=n_best, suppress_ids=self.vocabulary.never_emitted_ids,
+            length_penalty=decode.length_penalty if length_penalty is None else length_penalty,
+            max_length=max_length or decode.max_length,
+        )
 
     def _to_caption(self, hypothesis: Hypothesis) -> Caption:
         words = self.vocabulary.decode(hypothesis.token_ids)
