@@ -113,6 +113,24 @@ def test_lite0_grid_is_7_by_7_by_1280(encoder):
     assert not any(parameter.requires_grad for parameter in encoder.network.parameters())  # frozen
 
 
+def test_multiscale_grid_is_the_lite2_grid_plus_the_pooled_stride_16_stage():
+    multiscale, plain = Encoder("efficientnet-lite2-multiscale"), Encoder("efficientnet-lite2")
+    images = [draw_shape("red", "square", 0), draw_shape("green", "circle", 1)]
+    pixels = torch.stack([plain.preprocess(image) for image in images])
+    stage_outputs = []
+    hook = plain.network.network._blocks[14].register_forward_hook(lambda module, inputs, output: stage_outputs.append(output))
+    try:
+        top = plain.encode(pixels)  # (2, 81, 1280)
+    finally:
+        hook.remove()
+    assert stage_outputs[0].shape[1:] == (120, 17, 17)
+    middle = 0.2 * torch.nn.functional.adaptive_avg_pool2d(stage_outputs[0], 9).flatten(2).transpose(1, 2)  # (2, 81, 120)
+    grid = multiscale.encode(pixels)
+    assert grid.shape == (2, 81, multiscale.spec.channels) == (2, 81, 1400)
+    torch.testing.assert_close(grid[..., :1280], top)
+    torch.testing.assert_close(grid[..., 1280:], middle)
+
+
 def test_encoder_weights_hash_is_the_sha256_of_the_weights_file(encoder):
     assert re.fullmatch(r"[0-9a-f]{64}", encoder.weights_sha256)
     assert encoder.weights_sha256 == hashlib.sha256(encoder.weights_path.read_bytes()).hexdigest()
