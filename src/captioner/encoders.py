@@ -76,10 +76,13 @@ class _MultiScaleGrid(torch.nn.Module):
 
     def __init__(self, network: torch.nn.Module, middle_block: int):
         super().__init__()
+        if not 0 <= middle_block < len(network._blocks) - 1:
+            raise ValueError(f"middle_block must name one of the first {len(network._blocks) - 1} blocks, got {middle_block}")
         self.network = network
         self.middle_block = middle_block
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # the package's extract_features, keeping one block's output on the way (drop-connect is off in eval mode)
         net = self.network
         x = net._swish(net._bn0(net._conv_stem(images)))
         for index, block in enumerate(net._blocks):
