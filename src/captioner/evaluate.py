@@ -74,10 +74,11 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     ensemble = [str(member) for member in ensemble or ()]
     captioner = Captioner.load(run_dir, ensemble=ensemble)
     config = captioner.config
-    beam_size = beam_size or config.decode.beam_size
-    length_penalty = config.decode.length_penalty if length_penalty is None else length_penalty
-    rerank_neighbours = config.decode.rerank_neighbours if rerank_neighbours is None else rerank_neighbours
-    rerank_weight = config.decode.rerank_weight if rerank_weight is None else rerank_weight
+    # resolved here rather than in decode() because metrics.json records them
+    settings = captioner.decode_settings(beam_size=beam_size, length_penalty=length_penalty, rerank_neighbours=rerank_neighbours,
+                                         rerank_weight=rerank_weight)
+    options = {"beam_size": settings.beam_size, "length_penalty": settings.length_penalty,
+               "rerank_neighbours": settings.rerank_neighbours, "rerank_weight": settings.rerank_weight}
     images_dir, splits, _ = load_prepared(config.data.prepared_dir)
     if split not in splits:
         raise CaptionerError(f"unknown split '{split}'; the prepared data has {', '.join(splits)}")
@@ -90,8 +91,6 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
         raise CaptionerError(f"no {split} images with cached features for {run_dir}")
     started = time.perf_counter()
     captions = {}
-    options = {"beam_size": beam_size, "length_penalty": length_penalty, "rerank_neighbours": rerank_neighbours,
-               "rerank_weight": rerank_weight}
     for start in range(0, len(names), 50):
         batch = names[start : start + 50]
         for name, caption in zip(batch, captioner.decode(cache.load(batch), **options)):
@@ -102,8 +101,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     metrics = {
         "run": str(run_dir), "split": split, "images": len(names),
         "references_per_image": float(np.mean([len(refs) for refs in references.values()])),
-        "beam_size": beam_size, "length_penalty": length_penalty, "ensemble": ensemble,
-        "rerank_neighbours": rerank_neighbours, "rerank_weight": rerank_weight,
+        **options, "ensemble": ensemble,
         "scores": scores,
         "spice_unavailable": spice_unavailable_reason(), "decode_seconds": decode_seconds,
     }

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from captioner.checkpoint import load_run
+from captioner.config import DecodeConfig
 from captioner.data.images import ImageInput, describe, load_image
 from captioner.decoding import EnsembleDecoder, Hypothesis, beam_search
 from captioner.encoders import Encoder
@@ -97,14 +99,14 @@ class Captioner:
         Unset options take the run's decode settings; with rerank_neighbours > 0 every beam candidate is
         reranked by consensus with the nearest training photos' captions before the n-best are taken.
         """
-        decode = self.config.decode
-        beam_size = max(beam_size or decode.beam_size, n_best)
-        neighbours = decode.rerank_neighbours if rerank_neighbours is None else rerank_neighbours
-        results = self.beam_hypotheses(grid, beam_size=beam_size, n_best=beam_size if neighbours else n_best,
-                                       length_penalty=length_penalty, max_length=max_length)
-        if neighbours:
-            weight = decode.rerank_weight if rerank_weight is None else rerank_weight
-            results = self.memory.rerank(grid, results, neighbours=neighbours, weight=weight)
+        settings = self.decode_settings(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length,
+                                        rerank_neighbours=rerank_neighbours, rerank_weight=rerank_weight)
+        beam_size = max(settings.beam_size, n_best)
+        reranking = settings.rerank_neighbours > 0
+        results = self.beam_hypotheses(grid, beam_size=beam_size, n_best=beam_size if reranking else n_best,
+                                       length_penalty=settings.length_penalty, max_length=settings.max_length)
+        if reranking:
+            results = self.memory.rerank(grid, results, neighbours=settings.rerank_neighbours, weight=settings.rerank_weight)
         captions = []
         for hypotheses in results:
             converted = [self._to_caption(hypothesis) for hypothesis in hypotheses[:n_best]]
@@ -113,15 +115,21 @@ class Captioner:
             captions.append(best)
         return captions
 
+    def decode_settings(self, **options: Any) -> DecodeConfig:
+        """The run's decode settings with the given options in place of its own; None (and 0 for the beam size
+        and maximum length) means the run's."""
+        unset = {key for key in ("beam_size", "max_length") if options.get(key) == 0}
+        return dataclasses.replace(self.config.decode, **{key: value for key, value in options.items()
+                                                          if value is not None and key not in unset})
+
     def beam_hypotheses(self, grid: torch.Tensor, *, beam_size: int, n_best: int, length_penalty: float | None = None,
                         max_length: int | None = None) -> list[list[Hypothesis]]:
         """Beam search with this run's vocabulary; unset options take the run's decode settings."""
-        decode = self.config.decode
+        settings = self.decode_settings(length_penalty=length_penalty, max_length=max_length)
         return beam_search(
             self.decoder, grid, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id,
             beam_size=beam_size, n_best=n_best, suppress_ids=self.vocabulary.never_emitted_ids,
-            length_penalty=decode.length_penalty if length_penalty is None else length_penalty,
-            max_length=max_length or decode.max_length,
+            length_penalty=settings.length_penalty, max_length=settings.max_length,
         )
 
     def _to_caption(self, hypothesis: Hypothesis) -> Caption:
