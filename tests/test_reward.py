@@ -1,12 +1,14 @@
-"""The CIDEr-D reward on token ids agrees with pycocoevalcap's CIDEr and rewards what it should."""
+"""The CIDEr-D and BLEU rewards on token ids agree with pycocoevalcap and reward what they should."""
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
+from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 from pycocoevalcap.cider.cider import Cider
 
-from captioner.reward import CiderD
+from captioner.reward import CiderD, SelfCriticalReward, SentenceBleu
 
 WORDS = "a dog cat man woman runs jumps on the grass in water red ball with playing two".split()
 
@@ -59,3 +61,53 @@ def test_empty_candidate_and_bad_arguments():
         reward.scores(["image0", "image1"], [[1]])
     with pytest.raises(ValueError, match="at least one image"):
         CiderD({})
+
+
+def pycocoevalcap_sentence_bleu4(references: list[list[int]], candidate: list[int]) -> float:
+    scorer = BleuScorer(n=4)
+    scorer.cook_append(as_text(candidate), [as_text(reference) for reference in references])
+    _, per_sentence = scorer.compute_score(option="closest", verbose=0)
+    return per_sentence[3][0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sentence_bleu_matches_pycocoevalcap_where_every_order_has_a_match(seed):
+    # smoothing only moves orders 2-4 by one count, so where all four orders match the two agree closely
+    references, _ = random_corpus(30, seed)
+    bleu = SentenceBleu(references)
+    generator = random.Random(seed)
+    checked = 0
+    for key, refs in references.items():
+        source = max(refs, key=len)
+        start = generator.randrange(0, max(1, len(source) - 4))
+        candidate = source[start:]
+        if len(candidate) < 4:
+            continue
+        expected = pycocoevalcap_sentence_bleu4(refs, candidate)
+        assert bleu.score(key, candidate) == pytest.approx(expected, rel=0.25)
+        checked += 1
+    assert checked >= 10
+    assert bleu.score("image0", max(references["image0"], key=len)) == pytest.approx(1.0)
+
+
+def test_sentence_bleu_smooths_missing_orders_and_penalises_brevity():
+    bleu = SentenceBleu({"image0": [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 7], [8, 2, 3, 4, 5, 9, 10]]})
+    # 3 words: every order's precision is 1 (orders 2-4 smoothed), the closest reference has 5 words
+    assert bleu.score("image0", [1, 2, 3]) == pytest.approx(math.exp(1 - 5 / 3))
+    # one wrong word in 5: 4/5 unigrams, 2/4 bigrams, 1/3 trigrams, 0/2 4-grams, smoothed (+1) from order 2 on
+    expected = math.exp((math.log(4 / 5) + math.log(3 / 5) + math.log(2 / 4) + math.log(1 / 3)) / 4)
+    assert bleu.score("image0", [1, 2, 3, 11, 5]) == pytest.approx(expected)
+    assert bleu.score("image0", [11, 12]) == 0.0  # no word in common
+    assert bleu.score("image0", []) == 0.0
+
+
+def test_self_critical_reward_adds_weighted_bleu_to_cider():
+    references, candidates = random_corpus(10, 3)
+    keys = list(references)
+    drawn = [candidates[key] for key in keys]
+    cider = CiderD(references).scores(keys, drawn)
+    bleu = [SentenceBleu(references).score(key, candidate) for key, candidate in zip(keys, drawn)]
+    assert SelfCriticalReward(references).scores(keys, drawn) == cider
+    mixed = SelfCriticalReward(references, bleu_weight=2.0).scores(keys, drawn)
+    assert mixed == pytest.approx([c + 2.0 * b for c, b in zip(cider, bleu)])
+    assert any(b > 0 for b in bleu)

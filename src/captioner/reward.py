@@ -1,10 +1,11 @@
-"""CIDEr-D on token ids: the reward of self-critical sequence training (Rennie et al. 2017).
+"""CIDEr-D (and sentence BLEU-4) on token ids: the rewards of self-critical sequence training (Rennie et al. 2017).
 
 Document frequencies come from the training references once, so scoring a sampled caption needs
 no tokenizer, no Java and no text: n-gram counts of id tuples, tf-idf vectors, a cosine per n.
 CIDEr-D (Vedantam et al. 2015) clips the candidate's counts at the reference's and multiplies by
 a Gaussian penalty on the length difference, so repeating a good word earns nothing. This is
 the same formula as pycocoevalcap's `Cider`, the evaluation metric (tests check they agree).
+`SelfCriticalReward` can add a smoothed sentence-level BLEU-4 to it.
 """
 from __future__ import annotations
 
@@ -85,3 +86,58 @@ class CiderD:
         if len(keys) != len(candidates):
             raise ValueError(f"got {len(keys)} keys for {len(candidates)} candidates")
         return [self.score(key, candidate) for key, candidate in zip(keys, candidates)]
+
+
+class SentenceBleu:
+    """Smoothed sentence-level BLEU-4 of a candidate against one image's references (0-1).
+
+    As pycocoevalcap's BLEU: counts clipped at the most any one reference holds, brevity penalty
+    against the reference closest in length (the shorter on a tie). Orders 2-4 add one to both their
+    matched and total counts (Lin & Och 2004), so a sample without a 4-gram match still earns
+    credit for its shorter matches instead of a flat zero.
+    """
+
+    def __init__(self, references: dict[str, list[list[int]]]):
+        self.references = references
+        self._tables: dict[str, tuple[Counter, list[int]]] = {}  # per image: clip counts, reference lengths
+
+    def _table(self, key: str) -> tuple[Counter, list[int]]:
+        if key not in self._tables:
+            clips: Counter = Counter()
+            for caption in self.references[key]:
+                clips |= _ngram_counts(caption)  # | keeps the larger count per n-gram
+            self._tables[key] = clips, [len(caption) for caption in self.references[key]]
+        return self._tables[key]
+
+    def score(self, key: str, candidate: Sequence[int]) -> float:
+        if not candidate:
+            return 0.0
+        clips, reference_lengths = self._table(key)
+        matched, total = [0] * MAX_ORDER, [0] * MAX_ORDER
+        for ngram, count in _ngram_counts(candidate).items():
+            order = len(ngram) - 1
+            matched[order] += min(count, clips[ngram])
+            total[order] += count
+        if not matched[0]:
+            return 0.0
+        log_precision = math.log(matched[0] / total[0])
+        log_precision += sum(math.log((matched[order] + 1) / (total[order] + 1)) for order in range(1, MAX_ORDER))
+        length = len(candidate)
+        closest = min(reference_lengths, key=lambda reference: (abs(reference - length), reference))
+        brevity = min(0.0, 1.0 - closest / length)
+        return math.exp(brevity + log_precision / MAX_ORDER)
+
+
+class SelfCriticalReward:
+    """The SCST reward per sampled caption: CIDEr-D (x10), plus `bleu_weight` x sentence BLEU-4 when it is set."""
+
+    def __init__(self, references: dict[str, list[list[int]]], *, bleu_weight: float = 0.0):
+        self.cider = CiderD(references)
+        self.bleu = SentenceBleu(references) if bleu_weight else None
+        self.bleu_weight = bleu_weight
+
+    def scores(self, keys: Sequence[str], candidates: Sequence[Sequence[int]]) -> list[float]:
+        scores = self.cider.scores(keys, candidates)
+        if self.bleu is None:
+            return scores
+        return [score + self.bleu_weight * self.bleu.score(key, candidate) for score, key, candidate in zip(scores, keys, candidates)]

@@ -31,7 +31,7 @@ from captioner.metrics import fast_scores
 from captioner.model import build_decoder
 from captioner.pipeline import open_mirrored_features, open_prepared_features
 from captioner.reranking import MEMORY_FILE, save_memory
-from captioner.reward import CiderD
+from captioner.reward import CiderD, SelfCriticalReward
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ HISTORY_COLUMNS = ("epoch", "phase", "learning_rate", "train_loss", "train_rewar
 # extraction batch size does not change the features); decoding settings never change the weights, so they may
 # differ too (a length penalty tuned after training)
 RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping_patience", "train.threads", "train.scst_epochs",
-                     "train.scst_learning_rate", "train.scst_samples", "train.scst_max_length", "encoder.batch_size"}
+                     "train.scst_learning_rate", "train.scst_samples", "train.scst_max_length", "train.scst_bleu_weight",
+                     "encoder.batch_size"}
 
 
 class CaptionBatches:
@@ -64,9 +65,10 @@ class CaptionBatches:
             self.captions += [[vocabulary.mirrored(ids) for ids in image_captions] for image_captions in self.captions]
             self.keys += [f"{name} (mirrored)" for name in names]
 
-    def reward(self) -> CiderD:
-        """CIDEr-D against each row's captions, document frequencies from them too (the SCST reward)."""
-        return CiderD({key: [ids[1:-1] for ids in captions] for key, captions in zip(self.keys, self.captions)})
+    def reward(self, *, bleu_weight: float = 0.0) -> SelfCriticalReward:
+        """The SCST reward against each row's captions: CIDEr-D with document frequencies from them too."""
+        return SelfCriticalReward({key: [ids[1:-1] for ids in captions] for key, captions in zip(self.keys, self.captions)},
+                                  bleu_weight=bleu_weight)
 
     def batches(self, images_per_batch: int, *, shuffle_seed: int | None = None):
         order = np.arange(len(self.names))
@@ -126,9 +128,10 @@ def caption_loss(output, config: Config) -> torch.Tensor:
     return cross_entropy + config.train.attention_regularisation * attention_penalty
 
 
-def self_critical_loss(decoder, grid: torch.Tensor, image_keys: list[str], reward: CiderD, vocabulary: Vocabulary,
-                       config: Config) -> tuple[torch.Tensor, float]:
-    """REINFORCE with a CIDEr-D reward; each sample's baseline is the mean reward of the image's other samples.
+def self_critical_loss(decoder, grid: torch.Tensor, image_keys: list[str], reward: SelfCriticalReward | CiderD,
+                       vocabulary: Vocabulary, config: Config) -> tuple[torch.Tensor, float]:
+    """REINFORCE with a CIDEr-D reward (plus BLEU-4 where configured); each sample's baseline is the mean
+    reward of the image's other samples.
 
     Returns the loss and the mean reward of the samples. Sampling and scoring both run without
     dropout, so the gradient is that of the policy that drew the samples.
@@ -252,6 +255,9 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
         torch.set_num_threads(config.train.threads)
     if config.train.scst_epochs and config.train.scst_samples < 2:
         raise CaptionerError(f"train.scst_samples must be >= 2 (each sample's baseline is the others' mean), got {config.train.scst_samples}")
+    if config.train.scst_bleu_weight < 0:
+        raise CaptionerError(f"train.scst_bleu_weight must be >= 0 (a negative weight would punish matching the references), "
+                             f"got {config.train.scst_bleu_weight}")
     _, splits, vocabulary = load_prepared(config.data.prepared_dir)
     cache = _finished(open_prepared_features(config, splits))
     mirrored_cache = _finished(open_mirrored_features(config, splits)) if config.train.flip_augmentation else None
@@ -288,7 +294,7 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
             epoch = config.train.epochs + 1
             continue
         if self_critical and reward is None:
-            reward = train_data.reward()
+            reward = train_data.reward(bleu_weight=config.train.scst_bleu_weight)
             if "scst_start_step" not in counters:  # entering SCST: start from the best cross-entropy weights
                 decoder.load_state_dict(load_tensors(folder / "model.safetensors"))
                 optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.train.scst_learning_rate, weight_decay=config.train.weight_decay)
