@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from captioner.checkpoint import read_json
 from captioner.config import DataConfig
 from captioner.data.flickr import load_prepared
+from captioner.errors import CaptionerError
 from captioner.metrics import score_captions
 
 
@@ -24,7 +26,16 @@ def main() -> None:
     _, splits, _ = load_prepared(args.prepared)
     references = {name: [" ".join(words) for words in captions] for name, captions in splits[args.split].items()}
     for path in args.captions:
-        candidates = read_json(path)
+        try:
+            candidates = read_json(path)
+            if not isinstance(candidates, dict) or not candidates:
+                raise CaptionerError(f"{path} is not a non-empty mapping of image names to captions")
+            unknown = [name for name in candidates if name not in references]
+            if unknown:
+                raise CaptionerError(f"{path}: {unknown[0]} is not in the {args.split} split")
+        except CaptionerError as error:
+            print(f"error: {error}", file=sys.stderr)
+            continue
         scores = score_captions({name: references[name] for name in candidates}, candidates, spice=False)
         words = sum(len(caption.split()) for caption in candidates.values()) / len(candidates)
         print(json.dumps({"captions": path, "split": args.split, "images": len(candidates),
