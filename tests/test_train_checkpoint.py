@@ -227,7 +227,8 @@ def test_flip_augmentation_shows_each_image_once_per_epoch_as_is_or_mirrored():
     assert data.keys[mirrored_row] == f"{names[mirrored_row - 40]} (mirrored)"
     reward = data.reward()
     right, left = (vocabulary.encode(f"a dog on the {side}".split())[1:-1] for side in ("right", "left"))
-    assert reward.score(data.keys[mirrored_row], right) > reward.score(data.keys[mirrored_row], left)
+    key = data.keys[mirrored_row]
+    assert reward.scores([key], [right]) > reward.scores([key], [left])
     assert all(row < 40 for *_, rows in data.batches(8) for row in rows)  # validation never mirrors
 
 
