@@ -16,7 +16,7 @@ from captioner.decoding import EnsembleDecoder, beam_search, greedy_decode, samp
 from captioner.errors import CaptionerError
 from captioner.model import AttentionLSTMDecoder, DecoderState, TransformerDecoder, TransformerState, build_decoder
 from captioner.pipeline import open_prepared_features
-from captioner.reward import CiderD, SelfCriticalReward
+from captioner.reward import SelfCriticalReward
 from captioner.train import self_critical_loss, teacher_forced_log_probabilities
 
 START, END = 1, 2
@@ -459,7 +459,7 @@ def test_self_critical_steps_raise_the_reward(kind, bleu_weight):
     vocabulary = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", *"abcdefg"])
     # each image has one right caption; the reward is CIDEr-D against it (plus BLEU-4 with a weight)
     references = {"one": [[4, 5, 6]] * 5, "two": [[7, 8]] * 5, "three": [[9, 10, 4]] * 5}
-    reward = SelfCriticalReward(references, bleu_weight=bleu_weight) if bleu_weight else CiderD(references)
+    reward = SelfCriticalReward(references, bleu_weight=bleu_weight)
     config = Config()
     config.train.scst_samples, config.train.scst_max_length = 8, 6
     decoder = RANDOM_DECODERS[kind]()

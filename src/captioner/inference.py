@@ -1,9 +1,9 @@
 """Python API: `Captioner.load(run).caption([path, pil_image, raw_bytes])`."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

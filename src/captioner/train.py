@@ -31,7 +31,7 @@ from captioner.metrics import fast_scores
 from captioner.model import build_decoder
 from captioner.pipeline import open_mirrored_features, open_prepared_features
 from captioner.reranking import MEMORY_FILE, save_memory
-from captioner.reward import CiderD, SelfCriticalReward
+from captioner.reward import SelfCriticalReward
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,8 @@ def caption_loss(output, config: Config) -> torch.Tensor:
     return cross_entropy + config.train.attention_regularisation * attention_penalty
 
 
-def self_critical_loss(decoder, grid: torch.Tensor, image_keys: list[str], reward: SelfCriticalReward | CiderD,
-                       vocabulary: Vocabulary, config: Config) -> tuple[torch.Tensor, float]:
+def self_critical_loss(decoder, grid: torch.Tensor, image_keys: list[str], reward: SelfCriticalReward, vocabulary: Vocabulary,
+                       config: Config) -> tuple[torch.Tensor, float]:
     """REINFORCE with a CIDEr-D reward (plus BLEU-4 where configured); each sample's baseline is the mean
     reward of the image's other samples.
 
