@@ -453,13 +453,13 @@ def test_sampled_log_probabilities_are_the_teacher_forced_ones_of_the_suppressed
     assert drawn.tokens == sum(len(words) + done for words, done in drawn.captions)
 
 
-@pytest.mark.parametrize("bleu_weight", [0.0, 1.0])
+@pytest.mark.parametrize("weights", [{}, {"bleu_weight": 1.0, "meteor_weight": 2.0}])
 @pytest.mark.parametrize("kind", RANDOM_DECODERS)
-def test_self_critical_steps_raise_the_reward(kind, bleu_weight):
+def test_self_critical_steps_raise_the_reward(kind, weights):
     vocabulary = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", *"abcdefg"])
-    # each image has one right caption; the reward is CIDEr-D against it (plus BLEU-4 with a weight)
+    # each image has one right caption; the reward is CIDEr-D against it (plus weighted BLEU-4 and METEOR-like terms)
     references = {"one": [[4, 5, 6]] * 5, "two": [[7, 8]] * 5, "three": [[9, 10, 4]] * 5}
-    reward = SelfCriticalReward(references, bleu_weight=bleu_weight)
+    reward = SelfCriticalReward(references, **weights)
     config = Config()
     config.train.scst_samples, config.train.scst_max_length = 8, 6
     decoder = RANDOM_DECODERS[kind]()

@@ -1,14 +1,15 @@
-"""The CIDEr-D and BLEU rewards on token ids agree with pycocoevalcap and reward what they should."""
+"""The CIDEr-D, BLEU and METEOR-like rewards on token ids agree with pycocoevalcap and reward what they should."""
 from __future__ import annotations
 
 import math
 import random
+import shutil
 
 import pytest
 from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 from pycocoevalcap.cider.cider import Cider
 
-from captioner.reward import CiderD, SelfCriticalReward, SentenceBleu
+from captioner.reward import FUNCTION_WORDS, CiderD, SelfCriticalReward, SentenceBleu, SentenceMeteor
 
 WORDS = "a dog cat man woman runs jumps on the grass in water red ball with playing two".split()
 
@@ -101,13 +102,57 @@ def test_sentence_bleu_smooths_missing_orders_and_penalises_brevity():
     assert bleu.score("image0", []) == 0.0
 
 
-def test_self_critical_reward_adds_weighted_bleu_to_cider():
+# words no stem, synonym or paraphrase of METEOR's joins, so its matches are exact ones
+METEOR_WORDS = "the a on in with dog grass ball red water man jumps child beach bicycle".split()
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR 1.5 needs Java")
+def test_sentence_meteor_equals_meteor_1_5_where_matches_are_exact_and_unrepeated():
+    generator = random.Random(0)
+    references, candidates = {}, {}
+    for index in range(40):
+        refs = [generator.sample(range(len(METEOR_WORDS)), generator.randint(3, 9)) for _ in range(3)]
+        source = list(refs[0])
+        if index % 2:  # shuffled: several chunks
+            generator.shuffle(source)
+        candidate = generator.sample(source, generator.randint(1, len(source)))
+        candidate += [word for word in generator.sample(range(len(METEOR_WORDS)), 2) if word not in candidate][:1]
+        references[f"image{index}"], candidates[f"image{index}"] = refs, candidate
+    text = lambda ids: " ".join(METEOR_WORDS[index] for index in ids)  # noqa: E731
+    from pycocoevalcap.meteor.meteor import Meteor
+    _, expected = Meteor().compute_score({key: [text(ref) for ref in refs] for key, refs in references.items()},
+                                         {key: [text(candidates[key])] for key in references})
+    meteor = SentenceMeteor(references, {index for index, word in enumerate(METEOR_WORDS) if word in FUNCTION_WORDS})
+    assert [meteor.score(key, candidates[key]) for key in references] == pytest.approx(list(expected), abs=1e-4)
+
+
+def test_sentence_meteor_weighs_recall_function_words_and_fragmentation():
+    dog, runs, grass, the, on = 1, 2, 3, 4, 5
+    meteor = SentenceMeteor({"image0": [[the, dog, runs, on, the, grass], [dog, grass]]}, {the, on})
+    # a copy of a reference: one chunk of n matches, penalty 0.6 x (1/n)^0.2
+    assert meteor.score("image0", [dog, grass]) == pytest.approx(1 - 0.6 * 0.5**0.2)
+    # the longer reference is better matched by its own copy
+    full = meteor.score("image0", [the, dog, runs, on, the, grass])
+    assert full == pytest.approx(1 - 0.6 * (1 / 6) ** 0.2)
+    # recall counts most: leaving out a content word costs more than leaving out a function word
+    assert meteor.score("image0", [the, dog, runs, on, the]) < meteor.score("image0", [dog, runs, on, the, grass])
+    # the same words in a scrambled order make more chunks
+    assert meteor.score("image0", [runs, the, grass, dog, on]) < meteor.score("image0", [the, dog, runs, on, grass])
+    assert meteor.score("image0", [7, 8]) == 0.0
+    assert meteor.score("image0", []) == 0.0
+
+
+def test_self_critical_reward_adds_weighted_bleu_and_meteor_to_cider():
     references, candidates = random_corpus(10, 3)
     keys = list(references)
     drawn = [candidates[key] for key in keys]
     cider = CiderD(references).scores(keys, drawn)
     bleu = [SentenceBleu(references).score(key, candidate) for key, candidate in zip(keys, drawn)]
+    function_ids = {WORDS.index(word) for word in WORDS if word in FUNCTION_WORDS}
+    meteor = [SentenceMeteor(references, function_ids).score(key, candidate) for key, candidate in zip(keys, drawn)]
     assert SelfCriticalReward(references).scores(keys, drawn) == cider
     mixed = SelfCriticalReward(references, bleu_weight=2.0).scores(keys, drawn)
     assert mixed == pytest.approx([c + 2.0 * b for c, b in zip(cider, bleu)])
-    assert any(b > 0 for b in bleu)
+    mixed = SelfCriticalReward(references, bleu_weight=2.0, meteor_weight=0.5, function_ids=function_ids).scores(keys, drawn)
+    assert mixed == pytest.approx([c + 2.0 * b + 0.5 * m for c, b, m in zip(cider, bleu, meteor)])
+    assert any(b > 0 for b in bleu) and any(m > 0 for m in meteor)

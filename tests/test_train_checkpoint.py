@@ -153,7 +153,8 @@ def test_resume_after_a_kill_gives_identical_weights(tiny_run, tmp_path, monkeyp
 
 
 def test_resume_after_a_kill_during_self_critical_training_gives_identical_weights(tiny_run, tmp_path, monkeypatch, no_curves):
-    settings = dict(epochs=1, scst_epochs=2, scst_samples=3, scst_learning_rate=1e-3, scst_bleu_weight=1.0)
+    settings = dict(epochs=1, scst_epochs=2, scst_samples=3, scst_learning_rate=1e-3, scst_bleu_weight=1.0,
+                    scst_meteor_weight=1.0)
     train(small_config(tiny_run, tmp_path / "straight", **settings), show_progress=False)
     killed = small_config(tiny_run, tmp_path / "killed", **settings)
     kill_training_at_validation(killed, monkeypatch, call=3)  # in the second SCST epoch
@@ -184,9 +185,10 @@ def test_resuming_with_a_different_model_is_refused(tiny_run, tmp_path):
         train(config, show_progress=False)
 
 
-def test_a_negative_bleu_weight_is_refused(tiny_run, tmp_path):
-    config = small_config(tiny_run, tmp_path / "run", scst_epochs=1, scst_bleu_weight=-1.0)
-    with pytest.raises(CaptionerError, match="train.scst_bleu_weight must be >= 0"):
+@pytest.mark.parametrize("setting", ["scst_bleu_weight", "scst_meteor_weight"])
+def test_a_negative_reward_weight_is_refused(tiny_run, tmp_path, setting):
+    config = small_config(tiny_run, tmp_path / "run", scst_epochs=1, **{setting: -1.0})
+    with pytest.raises(CaptionerError, match=f"train.{setting} must be >= 0"):
         train(config, show_progress=False)
 
 

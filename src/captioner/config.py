@@ -65,6 +65,7 @@ class TrainConfig:
     scst_samples: int = 5  # per image; each sample's baseline is the mean reward of the others (Luo 2020)
     scst_max_length: int = 20  # words per sample
     scst_bleu_weight: float = 0.0  # reward = CIDEr-D + this x smoothed sentence BLEU-4 (0: CIDEr-D alone)
+    scst_meteor_weight: float = 0.0  # ... + this x a METEOR-like score on exact word matches (reward.SentenceMeteor)
     # each epoch shows every training image either as is or mirrored (features of the flipped photo, extracted
     # by `captioner features`; "left" and "right" swapped in its captions), at random
     flip_augmentation: bool = False

@@ -5,7 +5,7 @@ no tokenizer, no Java and no text: n-gram counts of id tuples, tf-idf vectors, a
 CIDEr-D (Vedantam et al. 2015) clips the candidate's counts at the reference's and multiplies by
 a Gaussian penalty on the length difference, so repeating a good word earns nothing. This is
 the same formula as pycocoevalcap's `Cider`, the evaluation metric (tests check they agree).
-`SelfCriticalReward` can add a smoothed sentence-level BLEU-4 to it.
+`SelfCriticalReward` can add a smoothed sentence-level BLEU-4 and a METEOR-like score to it.
 """
 from __future__ import annotations
 
@@ -128,16 +128,94 @@ class SentenceBleu:
         return math.exp(brevity + log_precision / MAX_ORDER)
 
 
-class SelfCriticalReward:
-    """The SCST reward per sampled caption: CIDEr-D (x10), plus `bleu_weight` x sentence BLEU-4 when it is set."""
+# METEOR 1.5's English function words (its jar's function/english.words, without punctuation): a match of one
+# counts a third as much as a match of a content word
+FUNCTION_WORDS = frozenset(
+    "the to of and a in that for is on 's it with was as said at he by be from have has are his but an this not i will "
+    "they who their had we which were been more or s its would about new one after you also up when there than all out "
+    "her people she year two can if last first over other into some what so no time years could 't".split())
 
-    def __init__(self, references: dict[str, list[list[int]]], *, bleu_weight: float = 0.0):
+
+class SentenceMeteor:
+    """A METEOR-like score of a candidate against one image's references (0-1), the best over them.
+
+    METEOR 1.5 for English (Denkowski & Lavie 2014) on exact word matches only (no stems, synonyms or
+    paraphrases): precision and recall with function words weighted 0.25 and content words 0.75, their
+    recall-weighted harmonic mean (alpha 0.85), times 1 - 0.6 x (chunks / matches)^0.2. The alignment is
+    greedy, each word continuing the previous match where the reference allows, which is what METEOR's
+    fewest-chunks search finds on captions this short in all but rare repeats.
+    """
+
+    ALPHA, BETA, GAMMA, DELTA = 0.85, 0.20, 0.60, 0.75
+
+    def __init__(self, references: dict[str, list[list[int]]], function_ids: frozenset[int] | set[int] = frozenset()):
+        self.references = references
+        self.function_ids = function_ids
+        self._tables: dict[str, list[tuple[list[int], dict[int, list[int]], float]]] = {}
+
+    def _weight(self, word: int) -> float:
+        return 1.0 - self.DELTA if word in self.function_ids else self.DELTA
+
+    def _table(self, key: str) -> list[tuple[list[int], dict[int, list[int]], float]]:
+        """Per reference: its words, each word's positions, and its weighted length."""
+        if key not in self._tables:
+            table = []
+            for caption in self.references[key]:
+                positions: dict[int, list[int]] = {}
+                for position, word in enumerate(caption):
+                    positions.setdefault(word, []).append(position)
+                table.append((caption, positions, sum(self._weight(word) for word in caption)))
+            self._tables[key] = table
+        return self._tables[key]
+
+    def score(self, key: str, candidate: Sequence[int]) -> float:
+        if not candidate:
+            return 0.0
+        candidate_weight = sum(self._weight(word) for word in candidate)
+        return max(self._against(candidate, candidate_weight, *reference) for reference in self._table(key))
+
+    def _against(self, candidate: Sequence[int], candidate_weight: float, reference: list[int],
+                 positions: dict[int, list[int]], reference_weight: float) -> float:
+        used: set[int] = set()
+        matched_weight = 0.0
+        matches = chunks = 0
+        previous = -2  # reference position of the previous candidate word's match; -2: it had none
+        for word in candidate:
+            if 0 <= previous < len(reference) - 1 and reference[previous + 1] == word and previous + 1 not in used:
+                position = previous + 1
+            else:
+                position = next((p for p in positions.get(word, ()) if p not in used), -2)
+            if position < 0:
+                previous = -2
+                continue
+            if position != previous + 1:
+                chunks += 1
+            used.add(position)
+            matches += 1
+            matched_weight += self._weight(word)
+            previous = position
+        if not matches:
+            return 0.0
+        precision, recall = matched_weight / candidate_weight, matched_weight / reference_weight
+        f_mean = precision * recall / (self.ALPHA * precision + (1 - self.ALPHA) * recall)
+        return f_mean * (1.0 - self.GAMMA * (chunks / matches) ** self.BETA)
+
+
+class SelfCriticalReward:
+    """The SCST reward per sampled caption: CIDEr-D (x10), plus `bleu_weight` x sentence BLEU-4 and
+    `meteor_weight` x the METEOR-like score when they are set."""
+
+    def __init__(self, references: dict[str, list[list[int]]], *, bleu_weight: float = 0.0, meteor_weight: float = 0.0,
+                 function_ids: frozenset[int] | set[int] = frozenset()):
         self.cider = CiderD(references)
-        self.bleu = SentenceBleu(references) if bleu_weight else None
-        self.bleu_weight = bleu_weight
+        self.extra_terms = []  # (weight, scorer)
+        if bleu_weight:
+            self.extra_terms.append((bleu_weight, SentenceBleu(references)))
+        if meteor_weight:
+            self.extra_terms.append((meteor_weight, SentenceMeteor(references, function_ids)))
 
     def scores(self, keys: Sequence[str], candidates: Sequence[Sequence[int]]) -> list[float]:
         scores = self.cider.scores(keys, candidates)
-        if self.bleu is None:
-            return scores
-        return [score + self.bleu_weight * self.bleu.score(key, candidate) for score, key, candidate in zip(scores, keys, candidates)]
+        for weight, scorer in self.extra_terms:
+            scores = [score + weight * scorer.score(key, candidate) for score, key, candidate in zip(scores, keys, candidates)]
+        return scores

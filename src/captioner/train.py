@@ -31,7 +31,7 @@ from captioner.metrics import fast_scores
 from captioner.model import build_decoder
 from captioner.pipeline import open_mirrored_features, open_prepared_features
 from captioner.reranking import MEMORY_FILE, save_memory
-from captioner.reward import SelfCriticalReward
+from captioner.reward import FUNCTION_WORDS, SelfCriticalReward
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ HISTORY_COLUMNS = ("epoch", "phase", "learning_rate", "train_loss", "train_rewar
 # differ too (a length penalty tuned after training)
 RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping_patience", "train.threads", "train.scst_epochs",
                      "train.scst_learning_rate", "train.scst_samples", "train.scst_max_length", "train.scst_bleu_weight",
-                     "encoder.batch_size"}
+                     "train.scst_meteor_weight", "encoder.batch_size"}
 
 
 class CaptionBatches:
@@ -60,15 +60,16 @@ class CaptionBatches:
         self.grid = grid  # (rows, pixels, channels) float16
         self.captions = [[vocabulary.encode(words, max_length=max_length) for words in captions[name]] for name in names]
         self.references = [[" ".join(words) for words in captions[name]] for name in names]
+        self.function_ids = frozenset(vocabulary.index[word] for word in FUNCTION_WORDS if word in vocabulary.index)
         if mirrored_grid is not None:
             self.grid = torch.cat([grid, mirrored_grid])
             self.captions += [[vocabulary.mirrored(ids) for ids in image_captions] for image_captions in self.captions]
             self.keys += [f"{name} (mirrored)" for name in names]
 
-    def reward(self, *, bleu_weight: float = 0.0) -> SelfCriticalReward:
+    def reward(self, *, bleu_weight: float = 0.0, meteor_weight: float = 0.0) -> SelfCriticalReward:
         """The SCST reward against each row's captions: CIDEr-D with document frequencies from them too."""
         return SelfCriticalReward({key: [ids[1:-1] for ids in captions] for key, captions in zip(self.keys, self.captions)},
-                                  bleu_weight=bleu_weight)
+                                  bleu_weight=bleu_weight, meteor_weight=meteor_weight, function_ids=self.function_ids)
 
     def batches(self, images_per_batch: int, *, shuffle_seed: int | None = None):
         order = np.arange(len(self.names))
@@ -255,9 +256,10 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
         torch.set_num_threads(config.train.threads)
     if config.train.scst_epochs and config.train.scst_samples < 2:
         raise CaptionerError(f"train.scst_samples must be >= 2 (each sample's baseline is the others' mean), got {config.train.scst_samples}")
-    if config.train.scst_bleu_weight < 0:
-        raise CaptionerError(f"train.scst_bleu_weight must be >= 0 (a negative weight would punish matching the references), "
-                             f"got {config.train.scst_bleu_weight}")
+    for setting in ("scst_bleu_weight", "scst_meteor_weight"):
+        if getattr(config.train, setting) < 0:
+            raise CaptionerError(f"train.{setting} must be >= 0 (a negative weight would punish matching the references), "
+                                 f"got {getattr(config.train, setting)}")
     _, splits, vocabulary = load_prepared(config.data.prepared_dir)
     cache = _finished(open_prepared_features(config, splits))
     mirrored_cache = _finished(open_mirrored_features(config, splits)) if config.train.flip_augmentation else None
@@ -294,7 +296,7 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
             epoch = config.train.epochs + 1
             continue
         if self_critical and reward is None:
-            reward = train_data.reward(bleu_weight=config.train.scst_bleu_weight)
+            reward = train_data.reward(bleu_weight=config.train.scst_bleu_weight, meteor_weight=config.train.scst_meteor_weight)
             if "scst_start_step" not in counters:  # entering SCST: start from the best cross-entropy weights
                 decoder.load_state_dict(load_tensors(folder / "model.safetensors"))
                 optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.train.scst_learning_rate, weight_decay=config.train.weight_decay)
