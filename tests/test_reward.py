@@ -8,6 +8,7 @@ import shutil
 import pytest
 from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
 
 from captioner.reward import FUNCTION_WORDS, CiderD, SelfCriticalReward, SentenceBleu, SentenceMeteor
 
@@ -106,6 +107,10 @@ def test_sentence_bleu_smooths_missing_orders_and_penalises_brevity():
 METEOR_WORDS = "the a on in with dog grass ball red water man jumps child beach bicycle".split()
 
 
+def as_meteor_text(ids: list[int]) -> str:
+    return " ".join(METEOR_WORDS[index] for index in ids)
+
+
 @pytest.mark.skipif(shutil.which("java") is None, reason="METEOR 1.5 needs Java")
 def test_sentence_meteor_equals_meteor_1_5_where_matches_are_exact_and_unrepeated():
     generator = random.Random(0)
@@ -118,10 +123,8 @@ def test_sentence_meteor_equals_meteor_1_5_where_matches_are_exact_and_unrepeate
         candidate = generator.sample(source, generator.randint(1, len(source)))
         candidate += [word for word in generator.sample(range(len(METEOR_WORDS)), 2) if word not in candidate][:1]
         references[f"image{index}"], candidates[f"image{index}"] = refs, candidate
-    text = lambda ids: " ".join(METEOR_WORDS[index] for index in ids)  # noqa: E731
-    from pycocoevalcap.meteor.meteor import Meteor
-    _, expected = Meteor().compute_score({key: [text(ref) for ref in refs] for key, refs in references.items()},
-                                         {key: [text(candidates[key])] for key in references})
+    _, expected = Meteor().compute_score({key: [as_meteor_text(ref) for ref in refs] for key, refs in references.items()},
+                                         {key: [as_meteor_text(candidates[key])] for key in references})
     meteor = SentenceMeteor(references, {index for index, word in enumerate(METEOR_WORDS) if word in FUNCTION_WORDS})
     assert [meteor.score(key, candidates[key]) for key in references] == pytest.approx(list(expected), abs=1e-4)
 

@@ -128,12 +128,12 @@ class SentenceBleu:
         return math.exp(brevity + log_precision / MAX_ORDER)
 
 
-# METEOR 1.5's English function words (its jar's function/english.words, without punctuation): a match of one
-# counts a third as much as a match of a content word
+# METEOR 1.5's English function words (its jar's function/english.words, without the punctuation and the "'s" and
+# "'t" that captioner's tokenizer never keeps): a match of one counts a third as much as a match of a content word
 FUNCTION_WORDS = frozenset(
-    "the to of and a in that for is on 's it with was as said at he by be from have has are his but an this not i will "
+    "the to of and a in that for is on it with was as said at he by be from have has are his but an this not i will "
     "they who their had we which were been more or s its would about new one after you also up when there than all out "
-    "her people she year two can if last first over other into some what so no time years could 't".split())
+    "her people she year two can if last first over other into some what so no time years could".split())
 
 
 class SentenceMeteor:
@@ -208,7 +208,7 @@ class SelfCriticalReward:
     def __init__(self, references: dict[str, list[list[int]]], *, bleu_weight: float = 0.0, meteor_weight: float = 0.0,
                  function_ids: frozenset[int] | set[int] = frozenset()):
         self.cider = CiderD(references)
-        self.extra_terms = []  # (weight, scorer)
+        self.extra_terms: list[tuple[float, SentenceBleu | SentenceMeteor]] = []
         if bleu_weight:
             self.extra_terms.append((bleu_weight, SentenceBleu(references)))
         if meteor_weight:
