@@ -55,13 +55,15 @@ def test_a_preset_extends_another_and_overrides_its_keys(tmp_path):
     assert (config.run_dir, config.model.hidden_dim, config.train.epochs, config.train.seed) == ("runs/child", 128, 5, 9)
 
 
-def test_the_default_preset_is_best_with_fewer_scst_epochs():
+def test_the_default_preset_is_best_with_fewer_scst_epochs_and_a_narrower_beam():
     from pathlib import Path
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     best, default = load_config(configs / "best.yaml"), load_config(configs / "default.yaml")
     assert default.run_dir == "runs/default" and 0 < default.train.scst_epochs < best.train.scst_epochs
+    assert default.decode.beam_size < best.decode.beam_size
     default.run_dir, default.train.scst_epochs = best.run_dir, best.train.scst_epochs
+    default.decode.beam_size, default.decode.rerank_weight = best.decode.beam_size, best.decode.rerank_weight
     assert default == best
 
 
