@@ -113,6 +113,11 @@ def test_evaluate_and_caption_on_the_command_line_rerank_when_asked(tiny_run, ti
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["rerank_neighbours"], metrics["rerank_weight"]) == (2, 1.5)
     assert "consensus reranking with 2 neighbours at weight 1.5" in (out / "report.md").read_text()
+    # written elsewhere (--out), the scores stay out of the run's own record; without --out they go in
+    recorded = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    assert recorded.get("test", {}).get("rerank_weight") != 1.5
+    assert main(["evaluate", str(run), "--split", "test", "--rerank-neighbours", "2", "--rerank-weight", "1.5"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["test"]["rerank_weight"] == 1.5
     photo = next((tiny_flickr / "images").iterdir())
     capsys.readouterr()
     assert main(["caption", str(tiny_run), str(photo), "--json", "--n-best", "2", "--rerank-neighbours", "2"]) == 0

@@ -92,7 +92,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_run(args.run, split=args.split, beam_size=args.beam, length_penalty=args.length_penalty,
                            rerank_neighbours=args.rerank_neighbours, rerank_weight=args.rerank_weight,
-                           max_images=args.max_images, output_dir=args.out, ensemble=args.ensemble)
+                           max_images=args.max_images, output_dir=args.out, ensemble=args.ensemble,
+                           record=args.out is None)  # a side evaluation written elsewhere is not the run's score
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -183,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--length-penalty", type=float, default=None)
     _add_reranking_arguments(evaluate)
     evaluate.add_argument("--max-images", type=int, default=0, help="score only the first N images (0: all)")
-    evaluate.add_argument("--out", help="output folder (default: RUN/eval-SPLIT, or RUN/eval-SPLIT-ensemble)")
+    evaluate.add_argument("--out", help="output folder (default: RUN/eval-SPLIT, or RUN/eval-SPLIT-ensemble); with it the "
+                                        "run's own metrics.json is left as it is")
     evaluate.add_argument("--ensemble", nargs="+", metavar="RUN", help="more runs (same encoder and vocabulary) to decode with RUN as one")
     evaluate.set_defaults(handler=command_evaluate)
 
