@@ -16,7 +16,7 @@ import time
 
 from captioner.config import Config
 from captioner.data.flickr import load_prepared
-from captioner.reward import FUNCTION_WORDS, CiderD, SentenceBleu, SentenceMeteor
+from captioner.reward import CiderD, SentenceBleu, SentenceMeteor, function_word_ids
 
 
 def main() -> None:
@@ -25,16 +25,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     _, splits, vocabulary = load_prepared(Config().data.prepared_dir)
-    references = {name: [[vocabulary.index.get(word, vocabulary.unk_id) for word in caption] for caption in captions]
-                  for name, captions in splits["train"].items()}
+    references = {name: [vocabulary.encode(caption)[1:-1] for caption in captions] for name, captions in splits["train"].items()}
     generator = random.Random(0)
     keys = generator.sample(sorted(references), min(args.images, len(references)))
     candidates = []
     for key in keys:
         own = generator.choice(references[key])
         candidates += [(key, own[: generator.randint(min(4, len(own)), len(own))]), (key, generator.choice(references[generator.choice(keys)]))]
-    function_ids = {vocabulary.index[word] for word in FUNCTION_WORDS if word in vocabulary.index}
-    terms = {"CIDEr-D": CiderD(references), "BLEU-4": SentenceBleu(references), "METEOR-like": SentenceMeteor(references, function_ids)}
+    terms = {"CIDEr-D": CiderD(references), "BLEU-4": SentenceBleu(references),
+             "METEOR-like": SentenceMeteor(references, function_word_ids(vocabulary.index))}
     for name, term in terms.items():
         for key, candidate in candidates:  # fills the per-image tables
             term.score(key, candidate)

@@ -48,7 +48,7 @@ def main() -> None:
     if args.weights:
         decoder.load_state_dict(load_tensors(Path(args.weights) / "model.safetensors"))
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=1e-4)
-    reward = data.reward(bleu_weight=config.train.scst_bleu_weight, meteor_weight=config.train.scst_meteor_weight)
+    reward = data.reward(config.train)
     batches = list(data.batches(config.train.images_per_batch, shuffle_seed=0))
     full_epoch_steps = math.ceil(len(splits["train"]) / config.train.images_per_batch)
 

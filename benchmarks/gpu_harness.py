@@ -58,7 +58,7 @@ if __name__ == "__main__":
 
         sys.exit(main(sys.argv[2:]))
     run, output_dir, *members = sys.argv[2:]
-    result = evaluate.evaluate_run(run, split="dev", output_dir=output_dir, pictures=False, record=False, ensemble=members or None,
+    result = evaluate.evaluate_run(run, split="dev", output_dir=output_dir, pictures=False, ensemble=members or None,
                                    max_images=int(os.environ.get("MAX_IMAGES", "0")))
     print(run, members, {name: round(value, 4) for name, value in result["scores"].items() if value is not None},
           f"{result['decode_seconds']:.0f} s")

@@ -22,7 +22,7 @@ def main() -> None:
     for beam in [int(value) for value in args.beams.split(",")]:
         for penalty in [float(value) for value in args.length_penalties.split(",")]:
             metrics = evaluate_run(args.run, split="dev", beam_size=beam, length_penalty=penalty, max_images=args.max_images,
-                                   output_dir=f"{args.run}/tune-dev/beam{beam}-lp{penalty}", pictures=False, record=False)
+                                   output_dir=f"{args.run}/tune-dev/beam{beam}-lp{penalty}", pictures=False)
             scores = {name: round(value, 4) for name, value in metrics["scores"].items() if value is not None}
             print(json.dumps({"split": "dev", "beam": beam, "length_penalty": penalty, **scores,
                               "decode_seconds": round(metrics["decode_seconds"], 1)}), flush=True)

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from captioner import train as train_module
 from captioner.checkpoint import load_run, load_tensors, save_tensors, write_run_info
 from captioner.cli import main
-from captioner.config import config_from_dict
+from captioner.config import TrainConfig, config_from_dict
 from captioner.errors import CaptionerError
 from captioner.evaluate import evaluate_run
 from captioner.inference import Captioner
@@ -227,7 +227,7 @@ def test_flip_augmentation_shows_each_image_once_per_epoch_as_is_or_mirrored():
     assert 8 <= sum(row >= 40 for row in seen) <= 32
     mirrored_row = next(row for row in seen if row >= 40)
     assert data.keys[mirrored_row] == f"{names[mirrored_row - 40]} (mirrored)"
-    reward = data.reward()
+    reward = data.reward(TrainConfig())  # CIDEr-D alone
     right, left = (vocabulary.encode(f"a dog on the {side}".split())[1:-1] for side in ("right", "left"))
     key = data.keys[mirrored_row]
     assert reward.scores([key], [right]) > reward.scores([key], [left])

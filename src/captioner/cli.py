@@ -92,8 +92,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_run(args.run, split=args.split, beam_size=args.beam, length_penalty=args.length_penalty,
                            rerank_neighbours=args.rerank_neighbours, rerank_weight=args.rerank_weight,
-                           max_images=args.max_images, output_dir=args.out, ensemble=args.ensemble,
-                           record=args.out is None)  # a side evaluation written elsewhere is not the run's score
+                           max_images=args.max_images, output_dir=args.out, ensemble=args.ensemble)
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -62,11 +62,12 @@ def write_report(path: Path, run_name: str, split: str, metrics: dict[str, Any])
 def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | None = None, length_penalty: float | None = None,
                  rerank_neighbours: int | None = None, rerank_weight: float | None = None,
                  max_images: int = 0, output_dir: str | Path | None = None, pictures: bool = True,
-                 record: bool = True, ensemble: list[str] | None = None) -> dict[str, Any]:
+                 ensemble: list[str] | None = None) -> dict[str, Any]:
     """Caption every image of `split` from the cached features, score, and write the report files.
 
-    With `ensemble` (more runs) the report goes to RUN/eval-SPLIT-ensemble and the run's own
-    metrics.json is left alone: those scores are not the run's.
+    The run's own metrics.json records the score only of an evaluation into its default folder,
+    RUN/eval-SPLIT. One written to `output_dir` (a tuning sweep, a side check) or of an `ensemble`
+    (more runs, reported in RUN/eval-SPLIT-ensemble) leaves it alone: those scores are not the run's.
     """
     from captioner.metrics import spice_unavailable_reason
     from captioner.viz import plot_attention, plot_samples
@@ -105,6 +106,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
         "scores": scores,
         "spice_unavailable": spice_unavailable_reason(), "decode_seconds": decode_seconds,
     }
+    record = not output_dir and not ensemble
     output_dir = Path(output_dir) if output_dir else Path(run_dir) / (f"eval-{split}-ensemble" if ensemble else f"eval-{split}")
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(output_dir / "metrics.json", metrics)
@@ -117,7 +119,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
         first = captions[names[0]]
         plot_attention(load_image(images_dir / names[0]), first.tokens, first.attention.reshape(len(first.attention), -1),
                        output_dir / "attention.png")
-    if not record or ensemble:  # tuning sweeps and ensembles keep their scores out of the run's metrics.json
+    if not record:
         return metrics
     # the run's own metrics.json records the latest score per split
     run_metrics_path = Path(run_dir) / "metrics.json"

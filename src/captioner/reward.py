@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 MAX_ORDER = 4
 SIGMA = 6.0  # width of the length penalty, in words
@@ -134,6 +134,11 @@ FUNCTION_WORDS = frozenset(
     "the to of and a in that for is on it with was as said at he by be from have has are his but an this not i will "
     "they who their had we which were been more or s its would about new one after you also up when there than all out "
     "her people she year two can if last first over other into some what so no time years could".split())
+
+
+def function_word_ids(word_index: Mapping[str, int]) -> frozenset[int]:
+    """The ids of the function words a vocabulary (word -> id) has."""
+    return frozenset(word_index[word] for word in FUNCTION_WORDS if word in word_index)
 
 
 class SentenceMeteor:

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from captioner.checkpoint import load_tensors, load_trainer_state, read_json, save_tensors, save_trainer_state, write_run_info
-from captioner.config import Config
+from captioner.config import Config, TrainConfig
 from captioner.data.flickr import load_prepared
 from captioner.data.text import Vocabulary
 from captioner.decoding import greedy_decode, sample_captions, suppress_tokens
@@ -31,7 +31,7 @@ from captioner.metrics import fast_scores
 from captioner.model import build_decoder
 from captioner.pipeline import open_mirrored_features, open_prepared_features
 from captioner.reranking import MEMORY_FILE, save_memory
-from captioner.reward import FUNCTION_WORDS, SelfCriticalReward
+from captioner.reward import SelfCriticalReward, function_word_ids
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,18 @@ class CaptionBatches:
         self.grid = grid  # (rows, pixels, channels) float16
         self.captions = [[vocabulary.encode(words, max_length=max_length) for words in captions[name]] for name in names]
         self.references = [[" ".join(words) for words in captions[name]] for name in names]
-        self.function_ids = frozenset(vocabulary.index[word] for word in FUNCTION_WORDS if word in vocabulary.index)
+        self.function_ids = function_word_ids(vocabulary.index)
         if mirrored_grid is not None:
             self.grid = torch.cat([grid, mirrored_grid])
             self.captions += [[vocabulary.mirrored(ids) for ids in image_captions] for image_captions in self.captions]
             self.keys += [f"{name} (mirrored)" for name in names]
 
-    def reward(self, *, bleu_weight: float = 0.0, meteor_weight: float = 0.0) -> SelfCriticalReward:
-        """The SCST reward against each row's captions: CIDEr-D with document frequencies from them too."""
+    def reward(self, settings: TrainConfig) -> SelfCriticalReward:
+        """The SCST reward against each row's captions (CIDEr-D with document frequencies from them too),
+        with the BLEU-4 and METEOR-like terms `settings` weighs in."""
         return SelfCriticalReward({key: [ids[1:-1] for ids in captions] for key, captions in zip(self.keys, self.captions)},
-                                  bleu_weight=bleu_weight, meteor_weight=meteor_weight, function_ids=self.function_ids)
+                                  bleu_weight=settings.scst_bleu_weight, meteor_weight=settings.scst_meteor_weight,
+                                  function_ids=self.function_ids)
 
     def batches(self, images_per_batch: int, *, shuffle_seed: int | None = None):
         order = np.arange(len(self.names))
@@ -131,8 +133,8 @@ def caption_loss(output, config: Config) -> torch.Tensor:
 
 def self_critical_loss(decoder, grid: torch.Tensor, image_keys: list[str], reward: SelfCriticalReward, vocabulary: Vocabulary,
                        config: Config) -> tuple[torch.Tensor, float]:
-    """REINFORCE with a CIDEr-D reward (plus BLEU-4 where configured); each sample's baseline is the mean
-    reward of the image's other samples.
+    """REINFORCE with the SCST reward (CIDEr-D, plus the BLEU-4 and METEOR-like terms where configured); each
+    sample's baseline is the mean reward of the image's other samples.
 
     Returns the loss and the mean reward of the samples. Sampling and scoring both run without
     dropout, so the gradient is that of the policy that drew the samples.
@@ -296,7 +298,7 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
             epoch = config.train.epochs + 1
             continue
         if self_critical and reward is None:
-            reward = train_data.reward(bleu_weight=config.train.scst_bleu_weight, meteor_weight=config.train.scst_meteor_weight)
+            reward = train_data.reward(config.train)
             if "scst_start_step" not in counters:  # entering SCST: start from the best cross-entropy weights
                 decoder.load_state_dict(load_tensors(folder / "model.safetensors"))
                 optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.train.scst_learning_rate, weight_decay=config.train.weight_decay)
