@@ -32,8 +32,9 @@ train: data
 	$(BIN)/captioner features --config $(CONFIG)
 	$(BIN)/captioner train --config $(CONFIG) --run $(RUN)
 
+# the run's own decode settings (beam 3 for default, 5 for best)
 evaluate:
-	$(BIN)/captioner evaluate $(RUN) --split test --beam 3
+	$(BIN)/captioner evaluate $(RUN) --split test
 
 # the best preset end to end: features (skipped when cached), training, test score, and the wall time
 best:
