@@ -32,7 +32,7 @@ train: data
 	$(BIN)/captioner features --config $(CONFIG)
 	$(BIN)/captioner train --config $(CONFIG) --run $(RUN)
 
-# the run's own decode settings (beam 3 for default, 5 for best)
+# the run's own decode settings (beam 3 for default, 8 for best)
 evaluate:
 	$(BIN)/captioner evaluate $(RUN) --split test
 
