@@ -32,7 +32,7 @@ train: data
 	$(BIN)/captioner features --config $(CONFIG)
 	$(BIN)/captioner train --config $(CONFIG) --run $(RUN)
 
-# the run's own decode settings (beam 3 for default, 8 for best)
+# with the run's own decode settings (its config's decode: section)
 evaluate:
 	$(BIN)/captioner evaluate $(RUN) --split test
 
