@@ -1,10 +1,11 @@
 """Training speed of a preset on the cached features: seconds per cross-entropy and self-critical step,
 the epoch times they project to, and where each kind of step spends its time (torch profiler).
 
-    python benchmarks/bench_training.py configs/best.yaml --steps 20 [--threads 2] [--weights runs/best] [--set model.layers=3 ...]
+    python benchmarks/bench_training.py configs/best.yaml --steps 20 [--threads 2] [--weights runs/best] [--validation] [--set model.layers=3 ...]
 
 `--weights` starts from a trained run's decoder, so self-critical samples have the lengths they have in training
-(an untrained decoder samples captions of the maximum length).
+(an untrained decoder samples captions of the maximum length). `--validation` also times the dev evaluation run after
+each epoch, with its teacher-forced pass (as after a cross-entropy epoch) and without (as after a self-critical one).
 
 Prints one JSON line per measurement. Needs `captioner prepare` and `captioner features` done first.
 """
@@ -25,7 +26,7 @@ from captioner.config import load_config
 from captioner.data.flickr import load_prepared
 from captioner.model import build_decoder
 from captioner.pipeline import open_prepared_features
-from captioner.train import _load_split, caption_loss, self_critical_loss
+from captioner.train import _load_split, caption_loss, self_critical_loss, validate
 
 
 def main() -> None:
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps of each kind (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--weights", help="a run folder whose decoder weights to start from (its config must match)")
+    parser.add_argument("--validation", action="store_true", help="also time one dev evaluation with and without its teacher-forced pass")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     if args.threads:
@@ -70,6 +72,13 @@ def main() -> None:
     common = {"config": args.config, "weights": args.weights, "model": config.model.type, "threads": torch.get_num_threads(),
               "images_per_batch": config.train.images_per_batch,
               "parameters_millions": round(sum(p.numel() for p in decoder.parameters()) / 1e6, 2)}
+    if args.validation:  # first, so that the scores are the loaded weights'
+        dev = _load_split(cache, splits, "dev", vocabulary, config, config.train.max_dev_images)
+        for teacher_forced in (True, False):
+            started = time.perf_counter()
+            scores = validate(decoder, dev, vocabulary, config, teacher_forced=teacher_forced)
+            print(json.dumps({**common, "step": "dev_evaluation", "dev_images": len(dev.names), "teacher_forced": teacher_forced,
+                              "seconds": round(time.perf_counter() - started, 1), "dev_CIDEr": round(scores["dev_CIDEr"], 4)}), flush=True)
     for name, step in (("cross_entropy", cross_entropy_step), ("self_critical", self_critical_step)):
         step(batches[0])  # warm-up
         seconds = []

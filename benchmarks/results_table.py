@@ -19,15 +19,19 @@ from captioner.metrics import METRIC_NAMES
 TARGET_DEV_BLEU4 = 0.213
 
 
-def training_minutes(run: Path) -> tuple[float, float | None]:
-    """(total training minutes, minutes until dev BLEU-4 first reached the target or None)."""
+def training_minutes(run: Path) -> tuple[float, float | None, bool]:
+    """(total training minutes, minutes until dev BLEU-4 first reached the target or None, whether epochs before that
+    skipped the dev evaluation, so that it may have been reached sooner)."""
     rows = list(csv.DictReader((run / "history.csv").open()))
-    elapsed, reached = 0.0, None
+    elapsed, reached, skipped = 0.0, None, False
     for row in rows:
         elapsed += float(row["epoch_seconds"])
-        if reached is None and float(row["dev_BLEU-4"]) >= TARGET_DEV_BLEU4:
-            reached = elapsed
-    return elapsed / 60, None if reached is None else reached / 60
+        if reached is None:
+            if not row["dev_BLEU-4"]:  # train.dev_evaluation_from_epoch left this epoch out
+                skipped = True
+            elif float(row["dev_BLEU-4"]) >= TARGET_DEV_BLEU4:
+                reached = elapsed
+    return elapsed / 60, None if reached is None else reached / 60, skipped
 
 
 def row_for(label: str, folder: Path) -> str:
@@ -36,9 +40,9 @@ def row_for(label: str, folder: Path) -> str:
     run = folder.parent if (folder.parent / "history.csv").is_file() else Path(metrics["run"])
     runs = [run, *(Path(member) for member in metrics.get("ensemble", []))]
     times = [training_minutes(run) for run in runs]
-    total = sum(minutes for minutes, _ in times)
-    reached = times[0][1]
-    reached_text = "n/a" if len(runs) > 1 else ("not reached" if reached is None else f"{reached:.0f} min")
+    total = sum(minutes for minutes, _, _ in times)
+    _, reached, skipped = times[0]
+    reached_text = "n/a" if len(runs) > 1 else ("not reached" if reached is None else f"{'at most ' if skipped else ''}{reached:.0f} min")
     scores = " | ".join(f"{100 * metrics['scores'][name]:.1f}" for name in METRIC_NAMES)
     decoding = f"beam {metrics['beam_size']}, lp {metrics['length_penalty']}"
     if metrics.get("rerank_neighbours"):

@@ -55,7 +55,7 @@ def test_a_preset_extends_another_and_overrides_its_keys(tmp_path):
     assert (config.run_dir, config.model.hidden_dim, config.train.epochs, config.train.seed) == ("runs/child", 128, 5, 9)
 
 
-def test_the_default_preset_is_best_with_fewer_scst_epochs_and_a_narrower_beam():
+def test_the_default_preset_is_best_with_fewer_scst_epochs_a_narrower_beam_and_every_epoch_evaluated():
     from pathlib import Path
 
     configs = Path(__file__).resolve().parents[1] / "configs"
@@ -64,6 +64,8 @@ def test_the_default_preset_is_best_with_fewer_scst_epochs_and_a_narrower_beam()
     assert default.decode.beam_size < best.decode.beam_size
     default.run_dir, default.train.scst_epochs = best.run_dir, best.train.scst_epochs
     default.decode.beam_size, default.decode.rerank_weight = best.decode.beam_size, best.decode.rerank_weight
+    assert default.train.dev_evaluation_from_epoch == 1 < best.train.dev_evaluation_from_epoch
+    default.train.dev_evaluation_from_epoch = best.train.dev_evaluation_from_epoch
     assert default == best
 
 

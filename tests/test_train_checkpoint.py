@@ -175,6 +175,34 @@ def test_training_more_epochs_later_equals_training_them_at_once(tiny_run, tmp_p
     assert train(stepwise, show_progress=False)["epochs_done"] == 3  # nothing left to do
 
 
+def test_skipping_early_dev_evaluations_trains_the_same_weights(tiny_run, tmp_path, monkeypatch, capsys):
+    # the dev evaluation neither draws random numbers nor changes the weights, so while the best cross-entropy epoch is
+    # one still evaluated (here, as in the presets, the last), skipping the others changes nothing but the history
+    schedule = {"epochs": 4, "scst_epochs": 2, "scst_learning_rate": 1e-3}
+    train(small_config(tiny_run, tmp_path / "every", **schedule), show_progress=False)
+    calls = {"count": 0}
+    original_validate = train_module.validate
+
+    def counted(*args, **kwargs):
+        calls["count"] += 1
+        return original_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", counted)
+    capsys.readouterr()
+    train(small_config(tiny_run, tmp_path / "skipping", dev_evaluation_from_epoch=6, **schedule), show_progress=False)
+    assert calls["count"] == 2  # the last cross-entropy epoch (4), where SCST starts from, and the last epoch (6)
+    assert "epoch 1: train loss" in capsys.readouterr().out
+    every, skipped = (load_tensors(tmp_path / folder / "trainer_state.safetensors") for folder in ("every", "skipping"))
+    assert every.keys() == skipped.keys() and all(torch.equal(every[key], skipped[key]) for key in every)
+    rows = {folder: list(csv.DictReader((tmp_path / folder / "history.csv").open())) for folder in ("every", "skipping")}
+    assert [row["dev_CIDEr"] != "" for row in rows["skipping"]] == [False, False, False, True, False, True]
+    for epoch in (4, 6):
+        assert rows["skipping"][epoch - 1]["dev_CIDEr"] == rows["every"][epoch - 1]["dev_CIDEr"]
+    # self-critical epochs are scored by greedy captions alone: no teacher-forced dev loss
+    assert [row["dev_loss"] != "" for row in rows["every"]] == [True] * 4 + [False] * 2
+    assert (tmp_path / "skipping" / "curves.png").is_file()
+
+
 def test_resuming_with_a_different_model_is_refused(tiny_run, tmp_path):
     run_dir = copy_run(tiny_run, tmp_path / "run")
     shutil.copy(tiny_run / "trainer_state.json", run_dir)

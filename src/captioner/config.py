@@ -58,7 +58,10 @@ class TrainConfig:
     grad_clip: float = 5.0
     label_smoothing: float = 0.0
     attention_regularisation: float = 1.0  # lambda of the doubly stochastic penalty
-    early_stopping_patience: int = 4  # cross-entropy epochs without a better dev CIDEr
+    early_stopping_patience: int = 4  # evaluated cross-entropy epochs without a better dev CIDEr
+    # epochs before this one skip the dev evaluation (about 20 s each on the whole dev split), so they cannot become
+    # the kept best epoch; the last cross-entropy epoch (where SCST starts from) and the last epoch are always evaluated
+    dev_evaluation_from_epoch: int = 1
     # self-critical sequence training (Rennie et al. 2017) after cross-entropy, from its best checkpoint
     scst_epochs: int = 0
     scst_learning_rate: float = 5e-5

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -112,25 +113,38 @@ def extract_features(
     started = time.perf_counter()
     description = f"features {encoder_name}{' mirrored' if mirrored else ''}"
     bar = tqdm(total=len(image_names), initial=start, unit="img", desc=description, disable=not show_progress)
-    for batch_start in range(start, len(image_names), batch_size):
-        names = image_names[batch_start : batch_start + batch_size]
-        pixels, rows = [], []
-        for offset, name in enumerate(names):
+
+    def read_batch(batch_start: int) -> tuple[list[torch.Tensor], list[int], dict[str, str]]:
+        """Decoded, preprocessed photos of one batch, their rows, and the unreadable ones with their errors."""
+        pixels, rows, failed = [], [], {}
+        for row in range(batch_start, min(batch_start + batch_size, len(image_names))):
             try:
-                image = load_image(images_dir / name)
+                image = load_image(images_dir / image_names[row])
                 pixels.append(encoder.preprocess(ImageOps.mirror(image) if mirrored else image))
-                rows.append(batch_start + offset)
+                rows.append(row)
             except ImageError as error:
-                progress["failed"][name] = str(error)
+                failed[image_names[row]] = str(error)
                 log.warning("skipping image: %s", error)
-        if pixels:
-            grid = encoder.encode(torch.stack(pixels))  # (batch, pixels, channels)
-            features[rows] = grid.numpy().astype(np.float16)
-            features.flush()
-        # progress is written only after the rows are on disk, so a kill redoes at most one batch
-        progress["completed"] = batch_start + len(names)
-        atomic_write_json(folder / "progress.json", progress)
-        bar.update(len(names))
+        return pixels, rows, failed
+
+    batch_starts = range(start, len(image_names), batch_size)
+    # one thread reads the next batch while the network encodes this one (PIL and numpy release the GIL): 11.6 and
+    # 13.2 photos/s against 10.7 and 12.0 read in turn (400 Flickr8k photos, EfficientNet-Lite2 multi-scale, 2 cores)
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        upcoming = reader.submit(read_batch, batch_starts[0]) if batch_starts else None
+        for position, batch_start in enumerate(batch_starts):
+            pixels, rows, failed = upcoming.result()
+            if position + 1 < len(batch_starts):
+                upcoming = reader.submit(read_batch, batch_starts[position + 1])
+            progress["failed"].update(failed)
+            if pixels:
+                grid = encoder.encode(torch.stack(pixels))  # (batch, pixels, channels)
+                features[rows] = grid.numpy().astype(np.float16)
+                features.flush()
+            # progress is written only after the rows are on disk, so a kill redoes at most one batch
+            progress["completed"] = min(batch_start + batch_size, len(image_names))
+            atomic_write_json(folder / "progress.json", progress)
+            bar.update(progress["completed"] - batch_start)
     bar.close()
     elapsed = time.perf_counter() - started
     done = len(image_names) - start

@@ -28,9 +28,12 @@ def plot_training_curves(history: list[dict[str, float]], path: str | Path) -> N
     self_critical = [row for row in history if row.get("phase") == "scst"]
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 4))
     loss_axis.plot([row["epoch"] for row in cross_entropy], [row["train_loss"] for row in cross_entropy], marker="o", label="train loss")
-    loss_axis.plot(epochs, [row["dev_loss"] for row in history], marker="o", label="dev loss (cross-entropy)")
-    score_axis.plot(epochs, [row["dev_BLEU-4"] for row in history], marker="o", label="dev BLEU-4")
-    score_axis.plot(epochs, [row["dev_CIDEr"] for row in history], marker="o", label="dev CIDEr")
+    def dev(key: str) -> list[float]:  # NaN (a gap in the line) for epochs that skipped the dev evaluation
+        return [row.get(key, math.nan) for row in history]
+
+    loss_axis.plot(epochs, dev("dev_loss"), marker="o", label="dev loss (cross-entropy)")
+    score_axis.plot(epochs, dev("dev_BLEU-4"), marker="o", label="dev BLEU-4")
+    score_axis.plot(epochs, dev("dev_CIDEr"), marker="o", label="dev CIDEr")
     if self_critical:
         score_axis.plot([row["epoch"] for row in self_critical], [row["train_reward"] for row in self_critical], marker="o",
                         label="train reward (CIDEr-D of samples)")
