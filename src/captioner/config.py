@@ -59,7 +59,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     attention_regularisation: float = 1.0  # lambda of the doubly stochastic penalty
     early_stopping_patience: int = 4  # evaluated cross-entropy epochs without a better dev CIDEr
-    # epochs before this one skip the dev evaluation (about 20 s each on the whole dev split), so they cannot become
+    # epochs before this one skip the dev evaluation (31 s each on the whole dev split on a slow day), so they cannot become
     # the kept best epoch; the last cross-entropy epoch (where SCST starts from) and the last epoch are always evaluated
     dev_evaluation_from_epoch: int = 1
     # self-critical sequence training (Rennie et al. 2017) after cross-entropy, from its best checkpoint

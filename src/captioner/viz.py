@@ -28,6 +28,7 @@ def plot_training_curves(history: list[dict[str, float]], path: str | Path) -> N
     self_critical = [row for row in history if row.get("phase") == "scst"]
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 4))
     loss_axis.plot([row["epoch"] for row in cross_entropy], [row["train_loss"] for row in cross_entropy], marker="o", label="train loss")
+
     def dev(key: str) -> list[float]:  # NaN (a gap in the line) for epochs that skipped the dev evaluation
         return [row.get(key, math.nan) for row in history]
 
