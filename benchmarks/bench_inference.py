@@ -38,8 +38,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--beam", type=int, default=3)
     parser.add_argument("--rerank-neighbours", type=int, default=None, help="consensus reranking (default: the run's)")
+    parser.add_argument("--flip-ensemble", action=argparse.BooleanOptionalAction, default=None,
+                        help="decode each photo with its mirror image too (default: the run's)")
     args = parser.parse_args()
-    options = {"beam_size": args.beam, "rerank_neighbours": args.rerank_neighbours}
+    options = {"beam_size": args.beam, "rerank_neighbours": args.rerank_neighbours, "flip_ensemble": args.flip_ensemble}
 
     captioner = Captioner.load(args.run)
     images = list_images(args.images)[: max(args.repeats, 16 * 4)]
@@ -48,13 +50,13 @@ def main() -> None:
 
     encode_times, decode_times, totals = [], [], []
     for path in images[: args.repeats]:
-        grid, encode_seconds = timed(lambda: captioner.encode([path]))
-        _, decode_seconds = timed(lambda: captioner.decode(grid, **options))
+        views, encode_seconds = timed(lambda: captioner.encode([path], flip_ensemble=args.flip_ensemble))
+        _, decode_seconds = timed(lambda: captioner.decode(*views, **options))
         encode_times.append(encode_seconds)
         decode_times.append(decode_seconds)
         totals.append(encode_seconds + decode_seconds)
     print(json.dumps({
-        "measurement": "single_image_latency_ms", "run": args.run, "beam": args.beam, "rerank_neighbours": args.rerank_neighbours, "images": len(totals),
+        "measurement": "single_image_latency_ms", "run": args.run, "beam": args.beam, "rerank_neighbours": args.rerank_neighbours, "flip_ensemble": args.flip_ensemble, "images": len(totals),
         "median": round(1000 * statistics.median(totals), 1), "p90": round(1000 * percentile(totals, 0.9), 1),
         "encoder_median": round(1000 * statistics.median(encode_times), 1),
         "decoder_median": round(1000 * statistics.median(decode_times), 1), **machine,
@@ -63,13 +65,13 @@ def main() -> None:
     batch_encode, batch_decode, count = 0.0, 0.0, 0
     for start in range(0, len(images) - 15, 16):
         batch = images[start : start + 16]
-        grid, encode_seconds = timed(lambda: captioner.encode(batch))
-        _, decode_seconds = timed(lambda: captioner.decode(grid, **options))
+        views, encode_seconds = timed(lambda: captioner.encode(batch, flip_ensemble=args.flip_ensemble))
+        _, decode_seconds = timed(lambda: captioner.decode(*views, **options))
         batch_encode += encode_seconds
         batch_decode += decode_seconds
         count += len(batch)
     print(json.dumps({
-        "measurement": "batch16_throughput", "run": args.run, "beam": args.beam, "rerank_neighbours": args.rerank_neighbours, "images": count,
+        "measurement": "batch16_throughput", "run": args.run, "beam": args.beam, "rerank_neighbours": args.rerank_neighbours, "flip_ensemble": args.flip_ensemble, "images": count,
         "images_per_second": round(count / (batch_encode + batch_decode), 2),
         "encoder_ms_per_image": round(1000 * batch_encode / count, 1),
         "decoder_ms_per_image": round(1000 * batch_decode / count, 1), **machine,

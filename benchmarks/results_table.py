@@ -47,6 +47,8 @@ def row_for(label: str, folder: Path) -> str:
     decoding = f"beam {metrics['beam_size']}, lp {metrics['length_penalty']}"
     if metrics.get("rerank_neighbours"):
         decoding += f", reranked ({metrics['rerank_neighbours']} neighbours, weight {metrics['rerank_weight']})"
+    if metrics.get("flip_ensemble"):
+        decoding += ", flip ensemble"
     return f"| {label} | {scores} | {total:.0f} min | {reached_text} | {decoding} |"
 
 

@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 
 from captioner import features as features_module
 from captioner.data.images import load_image
-from captioner.encoders import ENCODERS, Encoder, encoder_spec, preprocess
+from captioner.encoders import ENCODERS, Encoder, encoder_spec, mirror_pixels, preprocess
 from captioner.errors import CaptionerError
 from captioner.features import FeatureCache, cache_folder, extract_features
 
@@ -87,6 +87,13 @@ def test_preprocess_resizes_to_a_square_of_the_encoder_input(name, size):
     pixels = preprocess(Image.new("RGB", (100, 40), (255, 0, 0)), encoder_spec(name))
     assert pixels.shape == (3, size, size)
     assert pixels.dtype == torch.float32
+
+
+@pytest.mark.parametrize("size", [(500, 375), (333, 500), (101, 67)])
+def test_mirrored_pixels_are_the_mirrored_photo_preprocessed(size):
+    photo = Image.fromarray(np.random.default_rng(sum(size)).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    spec = encoder_spec("efficientnet-lite2")
+    assert torch.equal(mirror_pixels(preprocess(photo, spec)), preprocess(ImageOps.mirror(photo), spec))
 
 
 def test_lite_preprocessing_scales_pixels_to_minus_one_one():

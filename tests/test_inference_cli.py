@@ -8,11 +8,14 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from conftest import COLOURS, SHAPES, draw_shape, write_bad_images
 from PIL import Image
 
 from captioner.cli import main
-from captioner.errors import ImageError
+from captioner.data.images import load_image
+from captioner.encoders import mirror_pixels
+from captioner.errors import CaptionerError, ImageError
 from captioner.inference import Caption, Captioner
 
 EXIF_ORIENTATION = 0x0112
@@ -63,6 +66,32 @@ def test_caption_paths_pil_images_and_bytes_alike(tiny_captioner, tiny_flickr):
     assert json.loads(json.dumps(record))["text"] == from_path.text
     assert np.asarray(record["attention"]).shape == from_path.attention.shape
     assert "attention" not in from_path.to_dict()
+
+
+def test_flip_ensemble_decodes_both_views_and_needs_the_mirrored_grid(tiny_captioner, tiny_flickr):
+    path = tiny_flickr / "images" / "red_square_0.jpg"
+    assert tiny_captioner.encode([path])[1] is None  # the tiny run decodes without flips
+    grid, mirrored = tiny_captioner.encode([path], flip_ensemble=True)
+    pixels = tiny_captioner.encoder.preprocess(load_image(path)).unsqueeze(0)
+    torch.testing.assert_close(grid, tiny_captioner.encoder.encode(pixels), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mirrored, tiny_captioner.encoder.encode(mirror_pixels(pixels)), atol=1e-4, rtol=1e-4)
+    both = tiny_captioner.decode(grid, mirrored, flip_ensemble=True)[0]
+    assert_well_formed(both, tiny_captioner)
+    from_path = tiny_captioner.caption(path, flip_ensemble=True)[0]
+    assert from_path.text == both.text
+    assert from_path.log_probability == pytest.approx(both.log_probability, abs=1e-5)
+    assert both.log_probability != tiny_captioner.decode(grid)[0].log_probability  # the mirrored view votes
+    with pytest.raises(CaptionerError, match="needs the mirrored photos' grid"):
+        tiny_captioner.decode(grid, flip_ensemble=True)
+
+
+def test_cli_flip_ensemble_option(tiny_run, tiny_flickr, capsys):
+    path = str(tiny_flickr / "images" / "red_square_0.jpg")
+    assert main(["caption", str(tiny_run), path, "--json", "--flip-ensemble"]) == 0
+    flipped = json.loads(capsys.readouterr().out)
+    assert main(["caption", str(tiny_run), path, "--json", "--no-flip-ensemble"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert flipped[0]["text"] and plain[0]["text"]
 
 
 def test_package_exports_the_python_api(tiny_run, tiny_flickr):

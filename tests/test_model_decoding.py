@@ -12,7 +12,7 @@ from captioner.checkpoint import load_run
 from captioner.config import Config, ModelConfig
 from captioner.data.flickr import load_prepared
 from captioner.data.text import Vocabulary
-from captioner.decoding import EnsembleDecoder, beam_search, greedy_decode, sample_captions
+from captioner.decoding import EnsembleDecoder, FlipEnsembleDecoder, beam_search, greedy_decode, sample_captions
 from captioner.errors import CaptionerError
 from captioner.model import AttentionLSTMDecoder, DecoderState, TransformerDecoder, TransformerState, build_decoder
 from captioner.pipeline import open_prepared_features
@@ -299,6 +299,43 @@ def test_ensemble_beam_search_batches_and_a_one_member_ensemble_is_its_member():
         assert [h.token_ids for h in one] == [h.token_ids for h in together[image]]
     with pytest.raises(ValueError, match="different vocabulary sizes"):
         EnsembleDecoder([lstm, random_transformer(vocab_size=12)])
+
+
+def mirrored_grid(grid: torch.Tensor) -> torch.Tensor:
+    """(images, side * side, channels) row-major grid -> the grid of the left-right mirrored photo."""
+    side = math.isqrt(grid.shape[1])
+    return grid.view(grid.shape[0], side, side, -1).flip(2).reshape(grid.shape)
+
+
+def test_flip_ensemble_averages_the_two_views_and_maps_attention_back_onto_the_photo():
+    lstm = random_decoder(seed=6)
+    flips = FlipEnsembleDecoder(lstm)
+    photo, mirrored, tokens = torch.randn(2, 9, 16), torch.randn(2, 9, 16), torch.tensor([START, 7])
+    with torch.no_grad():
+        log_probs, _, weights = flips.step(flips.init_state(torch.cat([photo, mirrored], dim=-1)), tokens)
+        photo_log_probs, _, photo_weights = lstm.step(lstm.init_state(photo), tokens)
+        mirrored_log_probs, _, mirrored_weights = lstm.step(lstm.init_state(mirrored), tokens)
+    torch.testing.assert_close(log_probs, ((photo_log_probs + mirrored_log_probs) / 2).log_softmax(dim=-1))
+    # pixel (row r, column c) of the mirrored view is pixel (r, 2 - c) of the photo
+    back = mirrored_weights.view(2, 3, 3)[:, :, [2, 1, 0]].reshape(2, 9)
+    torch.testing.assert_close(weights, (photo_weights + back) / 2)
+
+
+def test_flip_ensemble_of_an_exact_mirror_decodes_as_the_photo_alone():
+    # the LSTM's attention has no notion of position, so the exactly mirrored grid gives the same words, and its
+    # attention, mapped back, lands on the same pixels
+    lstm, grid = random_decoder(seed=7), torch.randn(2, 16, 16) * 3
+    options = dict(start_id=START, end_id=END, beam_size=3, n_best=2, max_length=6)
+    alone = beam_search(lstm, grid, **options)
+    flipped = beam_search(FlipEnsembleDecoder(lstm), torch.cat([grid, mirrored_grid(grid)], dim=-1), **options)
+    for single, pair in zip(alone, flipped):
+        assert [h.token_ids for h in pair] == [h.token_ids for h in single]
+        for a, b in zip(single, pair):
+            assert b.log_probability == pytest.approx(a.log_probability, abs=1e-4)
+            torch.testing.assert_close(b.attention, a.attention)
+    # with an ensemble inside, each member reads both views
+    ensemble = FlipEnsembleDecoder(EnsembleDecoder([lstm, random_transformer(seed=8)]))
+    assert len(beam_search(ensemble, torch.cat([grid, grid], dim=-1), **options)) == 2
 
 
 # ---- a decoder with a known answer: the length penalty ----

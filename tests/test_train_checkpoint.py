@@ -481,6 +481,22 @@ def test_ensemble_evaluation_is_reported_apart_from_the_run(tiny_run, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["scores"] == json.loads(json.dumps(single["scores"]))
 
 
+def test_flip_ensemble_evaluation_encodes_the_mirrored_photos_once_and_records_the_setting(tiny_run, tmp_path, capsys):
+    run_dir = copy_run(tiny_run, tmp_path / "run")
+    flipped = evaluate_run(run_dir, split="test", beam_size=3, pictures=False, flip_ensemble=True)
+    assert "feature extraction (mirrored): 6 images" in capsys.readouterr().out
+    assert flipped["flip_ensemble"] is True and flipped["images"] == 6
+    assert flipped["scores"]["BLEU-1"] > 0.6  # the tiny model still names the colour and shape of mirrored shapes
+    assert "each photo decoded together with its mirror image" in (run_dir / "eval-test" / "report.md").read_text()
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["flip_ensemble"] is True
+    again = evaluate_run(run_dir, split="test", beam_size=3, pictures=False, flip_ensemble=True)
+    assert "feature extraction" not in capsys.readouterr().out  # read from their cache
+    assert again["scores"] == flipped["scores"]
+    plain = evaluate_run(run_dir, split="test", beam_size=3, pictures=False)  # the run's own setting: no flips
+    assert plain["flip_ensemble"] is False
+    assert "mirror image" not in (run_dir / "eval-test" / "report.md").read_text()
+
+
 def test_ensemble_of_runs_with_different_vocabularies_is_refused(tiny_run, tmp_path):
     other = copy_run(tiny_run, tmp_path / "other")
     vocabulary = json.loads((other / "vocab.json").read_text())

@@ -1,6 +1,7 @@
 """HTTP API: every endpoint, every kind of bad input, image modes, micro-batching, queue bound, time limit."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -126,6 +127,18 @@ def test_health_and_model(client, captioner):
     assert model["vocabulary_size"] == len(captioner.vocabulary)
     assert model["test_scores"] == TEST_SCORES
     assert model["limits"]["max_upload_bytes"] == UPLOAD_LIMIT and model["limits"]["max_files"] == MAX_FILES
+
+
+def test_a_run_that_decodes_with_flips_serves_the_flip_ensemble_caption(served_run):
+    flipping = Captioner.load(served_run)
+    flipping.config.decode = dataclasses.replace(flipping.config.decode, flip_ensemble=True)
+    with BackgroundServer(create_app(flipping, batch_wait_ms=1)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        assert http.get("/api/model").json()["decode"]["flip_ensemble"] is True
+        response = post_one(http, BLUE_SQUARE, "photo.png", "image/png", beam_size=3)
+    assert response.status_code == 200, response.text
+    expected = flipping.caption(Image.open(io.BytesIO(BLUE_SQUARE)), beam_size=3)[0]
+    assert response.json()["caption"] == expected.text
+    assert response.json()["score"] == pytest.approx(expected.score, abs=1e-3)
 
 
 def test_test_scores_leave_out_a_metric_that_could_not_run(tmp_path):
@@ -287,27 +300,18 @@ def test_concurrent_requests_share_batches_and_keep_their_own_options(captioner)
     assert len({result["caption"] for result in results if result["beam_size"] == 3}) == 1
 
 
-class _GatedEncoder:
-    """The real encoder, but each batch waits for a gate: lets a test hold the worker busy."""
-
-    def __init__(self, encoder, gate: threading.Event):
-        self._encoder, self.gate = encoder, gate
-
-    def __getattr__(self, name):
-        return getattr(self._encoder, name)
-
-    def encode(self, pixels):
-        self.gate.wait(30)
-        return self._encoder.encode(pixels)
-
-
 class _GatedCaptioner:
+    """The real captioner, but each batch waits for a gate before encoding: lets a test hold the worker busy."""
+
     def __init__(self, captioner: Captioner, gate: threading.Event):
-        self._captioner = captioner
-        self.encoder = _GatedEncoder(captioner.encoder, gate)
+        self._captioner, self.gate = captioner, gate
 
     def __getattr__(self, name):
         return getattr(self._captioner, name)
+
+    def encode_pixels(self, pixels, **options):
+        self.gate.wait(30)
+        return self._captioner.encode_pixels(pixels, **options)
 
 
 @pytest.fixture()

@@ -35,10 +35,12 @@ def _non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
 
 
-def _add_reranking_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rerank-neighbours", type=_non_negative_int, default=None,
                         help="rerank the beam by consensus with this many most similar training photos (0: off; default: the run's)")
     parser.add_argument("--rerank-weight", type=float, default=None, help="weight of that consensus (default: the run's)")
+    parser.add_argument("--flip-ensemble", action=argparse.BooleanOptionalAction, default=None,
+                        help="decode each photo together with its mirror image, averaging the two (default: the run's)")
 
 
 def _config(args: argparse.Namespace):
@@ -92,7 +94,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_run(args.run, split=args.split, beam_size=args.beam, length_penalty=args.length_penalty,
                            rerank_neighbours=args.rerank_neighbours, rerank_weight=args.rerank_weight,
-                           max_images=args.max_images, output_dir=args.out, ensemble=args.ensemble)
+                           flip_ensemble=args.flip_ensemble, max_images=args.max_images, output_dir=args.out, ensemble=args.ensemble)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -118,7 +120,8 @@ def command_caption(args: argparse.Namespace) -> int:
         print("error: nothing to caption", file=sys.stderr)
         return 1
     results = captioner.caption_many(inputs, beam_size=args.beam, n_best=args.n_best, batch_size=args.batch_size,
-                                     rerank_neighbours=args.rerank_neighbours, rerank_weight=args.rerank_weight)
+                                     rerank_neighbours=args.rerank_neighbours, rerank_weight=args.rerank_weight,
+                                     flip_ensemble=args.flip_ensemble)
     failed = 0
     records = []
     for path, result in zip(inputs, results):
@@ -181,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=["train", "dev", "test"])
     evaluate.add_argument("--beam", type=_positive_int, default=None, help="beam size (default: the run's decode.beam_size)")
     evaluate.add_argument("--length-penalty", type=float, default=None)
-    _add_reranking_arguments(evaluate)
+    _add_decoding_arguments(evaluate)
     evaluate.add_argument("--max-images", type=int, default=0, help="score only the first N images (0: all)")
     evaluate.add_argument("--out", help="output folder (default: RUN/eval-SPLIT, or RUN/eval-SPLIT-ensemble); with it the "
                                         "run's own metrics.json is left as it is")
@@ -193,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("images", nargs="+", help="image files or folders")
     caption.add_argument("--beam", type=_positive_int, default=None)
     caption.add_argument("--n-best", type=_positive_int, default=1)
-    _add_reranking_arguments(caption)
+    _add_decoding_arguments(caption)
     caption.add_argument("--batch-size", type=_positive_int, default=16)
     caption.add_argument("--json", action="store_true", help="print JSON instead of text")
     caption.add_argument("--ensemble", nargs="+", metavar="RUN", help="more runs (same encoder and vocabulary) to decode with RUN as one")

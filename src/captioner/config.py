@@ -88,6 +88,9 @@ class DecodeConfig:
     # captions of the rerank_neighbours most similar training photos; 0 neighbours: off
     rerank_neighbours: int = 0
     rerank_weight: float = 1.0
+    # test-time augmentation: decode each photo together with its mirror image, averaging the two views'
+    # log-probabilities every step (costs a second encoder pass and twice the decoder work)
+    flip_ensemble: bool = False
 
 
 @dataclass

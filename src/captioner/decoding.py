@@ -45,8 +45,32 @@ class EnsembleDecoder:
     def step(self, state: EnsembleState, previous_tokens: torch.Tensor) -> tuple[torch.Tensor, EnsembleState, torch.Tensor]:
         outputs = [decoder.step(member, previous_tokens) for decoder, member in zip(self.decoders, state.states)]
         log_probs = torch.stack([log_probs for log_probs, _, _ in outputs]).mean(dim=0).log_softmax(dim=-1)  # (rows, vocab)
-        weights = torch.stack([weights for _, _, weights in outputs]).mean(dim=0)  # (rows, pixels)
+        weights = torch.stack([self._in_photo_layout(position, weights)
+                               for position, (_, _, weights) in enumerate(outputs)]).mean(dim=0)  # (rows, pixels)
         return log_probs, EnsembleState([member for _, member, _ in outputs]), weights
+
+    def _in_photo_layout(self, member: int, weights: torch.Tensor) -> torch.Tensor:
+        """Member `member`'s (rows, pixels) attention as a map of the photo the caller passed."""
+        return weights
+
+
+class FlipEnsembleDecoder(EnsembleDecoder):
+    """A decoder (or an ensemble) that reads each photo twice, as is and mirrored left to right, and averages the
+    two views' log-probabilities each step: test-time augmentation. Its grid holds both views side by side,
+    (images, pixels, 2 x channels), the photo's channels first; the reported attention is on the photo as is."""
+
+    def __init__(self, decoder):
+        super().__init__([decoder, decoder])
+
+    def init_state(self, grid: torch.Tensor) -> EnsembleState:
+        photo, mirrored = grid.chunk(2, dim=-1)
+        return EnsembleState([self.decoders[0].init_state(photo), self.decoders[1].init_state(mirrored)])
+
+    def _in_photo_layout(self, member: int, weights: torch.Tensor) -> torch.Tensor:
+        if member == 0:
+            return weights
+        side = math.isqrt(weights.shape[1])  # square grids, row-major: mirroring reverses each row
+        return weights.view(-1, side, side).flip(-1).reshape(weights.shape)
 
 
 def _normalised(log_probability: float, length: int, length_penalty: float) -> float:

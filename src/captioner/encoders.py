@@ -146,6 +146,12 @@ def preprocess(image: Image.Image, spec: EncoderSpec) -> torch.Tensor:
     return torch.from_numpy(array.transpose(2, 0, 1).copy())  # (3, size, size)
 
 
+def mirror_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """Preprocessed photos (..., 3, size, size) mirrored left to right: exactly what `preprocess` makes of the
+    mirrored photos, since it only resizes and PIL's resampling is symmetric (tests/test_features.py)."""
+    return pixels.flip(-1)
+
+
 @lru_cache(maxsize=1)
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()

@@ -15,7 +15,7 @@ from captioner.errors import CaptionerError
 from captioner.inference import Captioner
 from captioner.io import atomic_write_json, atomic_write_text
 from captioner.metrics import METRIC_NAMES, score_captions
-from captioner.pipeline import open_prepared_features
+from captioner.pipeline import extract_mirrored_features, open_prepared_features
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,17 @@ def _reranking(metrics: dict[str, Any]) -> str:
     return f", consensus reranking with {metrics['rerank_neighbours']} neighbours at weight {metrics['rerank_weight']}"
 
 
+def _flips(metrics: dict[str, Any]) -> str:
+    return ", each photo decoded together with its mirror image" if metrics.get("flip_ensemble") else ""
+
+
 def write_report(path: Path, run_name: str, split: str, metrics: dict[str, Any]) -> None:
     columns = [*METRIC_NAMES, "SPICE"]
     lines = [
         f"# Evaluation of `{run_name}` on the Flickr8k {split} split",
         "",
         f"{metrics['images']} images, {metrics['references_per_image']:.1f} references each; beam size {metrics['beam_size']}, "
-        f"length penalty {metrics['length_penalty']}{_reranking(metrics)}; scores in percent (pycocoevalcap, PTB tokenizer).",
+        f"length penalty {metrics['length_penalty']}{_reranking(metrics)}{_flips(metrics)}; scores in percent (pycocoevalcap, PTB tokenizer).",
         "",
         "| system | " + " | ".join(columns) + " |",
         "|---" * (len(columns) + 1) + "|",
@@ -60,7 +64,7 @@ def write_report(path: Path, run_name: str, split: str, metrics: dict[str, Any])
 
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | None = None, length_penalty: float | None = None,
-                 rerank_neighbours: int | None = None, rerank_weight: float | None = None,
+                 rerank_neighbours: int | None = None, rerank_weight: float | None = None, flip_ensemble: bool | None = None,
                  max_images: int = 0, output_dir: str | Path | None = None, pictures: bool = True,
                  ensemble: list[str] | None = None) -> dict[str, Any]:
     """Caption every image of `split` from the cached features, score, and write the report files.
@@ -77,9 +81,10 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     config = captioner.config
     # resolved here rather than in decode() because metrics.json records them
     settings = captioner.decode_settings(beam_size=beam_size, length_penalty=length_penalty, rerank_neighbours=rerank_neighbours,
-                                         rerank_weight=rerank_weight)
+                                         rerank_weight=rerank_weight, flip_ensemble=flip_ensemble)
     options = {"beam_size": settings.beam_size, "length_penalty": settings.length_penalty,
-               "rerank_neighbours": settings.rerank_neighbours, "rerank_weight": settings.rerank_weight}
+               "rerank_neighbours": settings.rerank_neighbours, "rerank_weight": settings.rerank_weight,
+               "flip_ensemble": settings.flip_ensemble}
     images_dir, splits, _ = load_prepared(config.data.prepared_dir)
     if split not in splits:
         raise CaptionerError(f"unknown split '{split}'; the prepared data has {', '.join(splits)}")
@@ -88,13 +93,17 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     names = cache.available(sorted(references_by_image))
     if max_images:
         names = names[:max_images]
+    mirrored = extract_mirrored_features(config, names, images_dir) if settings.flip_ensemble else None
+    if mirrored:
+        names = mirrored.available(names)
     if not names:
         raise CaptionerError(f"no {split} images with cached features for {run_dir}")
     started = time.perf_counter()
     captions = {}
     for start in range(0, len(names), 50):
         batch = names[start : start + 50]
-        for name, caption in zip(batch, captioner.decode(cache.load(batch), **options)):
+        views = cache.load(batch), (mirrored.load(batch) if mirrored else None)
+        for name, caption in zip(batch, captioner.decode(*views, **options)):
             captions[name] = caption
     decode_seconds = time.perf_counter() - started
     references = {name: [" ".join(words) for words in references_by_image[name]] for name in names}
@@ -125,6 +134,6 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     run_metrics_path = Path(run_dir) / "metrics.json"
     run_metrics = read_json(run_metrics_path) if run_metrics_path.is_file() else {}
     run_metrics[split] = {key: metrics[key] for key in ("images", "beam_size", "length_penalty", "rerank_neighbours",
-                                                        "rerank_weight", "scores")}
+                                                        "rerank_weight", "flip_ensemble", "scores")}
     atomic_write_json(run_metrics_path, run_metrics)
     return metrics

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import ImageOps
 from tqdm import tqdm
 
 from captioner.data.images import load_image
-from captioner.encoders import Encoder, encoder_spec
+from captioner.encoders import Encoder, encoder_spec, mirror_pixels
 from captioner.errors import CaptionerError, ImageError
 from captioner.io import atomic_write_json
 
@@ -119,8 +118,8 @@ def extract_features(
         pixels, rows, failed = [], [], {}
         for row in range(batch_start, min(batch_start + batch_size, len(image_names))):
             try:
-                image = load_image(images_dir / image_names[row])
-                pixels.append(encoder.preprocess(ImageOps.mirror(image) if mirrored else image))
+                photo = encoder.preprocess(load_image(images_dir / image_names[row]))
+                pixels.append(mirror_pixels(photo) if mirrored else photo)
                 rows.append(row)
             except ImageError as error:
                 failed[image_names[row]] = str(error)

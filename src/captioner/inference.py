@@ -15,8 +15,8 @@ import torch
 from captioner.checkpoint import load_run
 from captioner.config import DecodeConfig
 from captioner.data.images import ImageInput, describe, load_image
-from captioner.decoding import EnsembleDecoder, Hypothesis, beam_search
-from captioner.encoders import Encoder
+from captioner.decoding import EnsembleDecoder, FlipEnsembleDecoder, Hypothesis, beam_search
+from captioner.encoders import Encoder, mirror_pixels
 from captioner.errors import CaptionerError, ImageError
 from captioner.reranking import MEMORY_FILE, CaptionMemory
 
@@ -86,25 +86,37 @@ class Captioner:
     def load(cls, run_dir: str | Path, *, ensemble: Sequence[str | Path] = ()) -> "Captioner":
         return cls(run_dir, ensemble=ensemble)
 
-    def encode(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Images -> (batch, pixels, channels) grid; raises ImageError for the first bad one."""
+    def encode(self, images: Sequence[ImageInput], *, flip_ensemble: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images -> what `decode` reads (see `encode_pixels`); raises ImageError for the first bad one."""
         pixels = torch.stack([self.encoder.preprocess(load_image(image)) for image in images])
-        return self.encoder.encode(pixels)
+        return self.encode_pixels(pixels, flip_ensemble=flip_ensemble)
 
-    def decode(self, grid: torch.Tensor, *, beam_size: int | None = None, n_best: int = 1,
-               length_penalty: float | None = None, max_length: int | None = None,
-               rerank_neighbours: int | None = None, rerank_weight: float | None = None) -> list[Caption]:
-        """Grid features -> the best caption per image, with the other n-best as `alternatives`.
+    def encode_pixels(self, pixels: torch.Tensor, *, flip_ensemble: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Preprocessed (batch, 3, size, size) photos -> their (batch, pixels, channels) grid, and with flip_ensemble
+        (default: the run's) the mirrored photos' grid, else None. Both views go through the encoder as one batch."""
+        if not self.decode_settings(flip_ensemble=flip_ensemble).flip_ensemble:
+            return self.encoder.encode(pixels), None
+        grid, mirrored = self.encoder.encode(torch.cat([pixels, mirror_pixels(pixels)])).chunk(2)
+        return grid, mirrored
+
+    def decode(self, grid: torch.Tensor, mirrored: torch.Tensor | None = None, *, beam_size: int | None = None,
+               n_best: int = 1, length_penalty: float | None = None, max_length: int | None = None,
+               rerank_neighbours: int | None = None, rerank_weight: float | None = None,
+               flip_ensemble: bool | None = None) -> list[Caption]:
+        """Grid features (and the mirrored photos' grid, which flip_ensemble needs) -> the best caption per image,
+        with the other n-best as `alternatives`.
 
         Unset options take the run's decode settings; with rerank_neighbours > 0 every beam candidate is
         reranked by consensus with the nearest training photos' captions before the n-best are taken.
         """
         settings = self.decode_settings(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length,
-                                        rerank_neighbours=rerank_neighbours, rerank_weight=rerank_weight)
+                                        rerank_neighbours=rerank_neighbours, rerank_weight=rerank_weight,
+                                        flip_ensemble=flip_ensemble)
         beam_size = max(settings.beam_size, n_best)
         reranking = settings.rerank_neighbours > 0
-        results = self.beam_hypotheses(grid, beam_size=beam_size, n_best=beam_size if reranking else n_best,
-                                       length_penalty=settings.length_penalty, max_length=settings.max_length)
+        results = self.beam_hypotheses(grid, mirrored if settings.flip_ensemble else None, beam_size=beam_size,
+                                       n_best=beam_size if reranking else n_best, length_penalty=settings.length_penalty,
+                                       max_length=settings.max_length, flip_ensemble=settings.flip_ensemble)
         if reranking:
             results = self.memory.rerank(grid, results, neighbours=settings.rerank_neighbours, weight=settings.rerank_weight)
         captions = []
@@ -122,12 +134,18 @@ class Captioner:
         return dataclasses.replace(self.config.decode, **{key: value for key, value in options.items()
                                                           if value is not None and key not in unset})
 
-    def beam_hypotheses(self, grid: torch.Tensor, *, beam_size: int, n_best: int, length_penalty: float | None = None,
-                        max_length: int | None = None) -> list[list[Hypothesis]]:
+    def beam_hypotheses(self, grid: torch.Tensor, mirrored: torch.Tensor | None = None, *, beam_size: int, n_best: int,
+                        length_penalty: float | None = None, max_length: int | None = None,
+                        flip_ensemble: bool | None = None) -> list[list[Hypothesis]]:
         """Beam search with this run's vocabulary; unset options take the run's decode settings."""
-        settings = self.decode_settings(length_penalty=length_penalty, max_length=max_length)
+        settings = self.decode_settings(length_penalty=length_penalty, max_length=max_length, flip_ensemble=flip_ensemble)
+        decoder = self.decoder
+        if settings.flip_ensemble:
+            if mirrored is None:
+                raise CaptionerError("flip_ensemble decoding needs the mirrored photos' grid too (Captioner.encode gives both)")
+            decoder, grid = FlipEnsembleDecoder(self.decoder), torch.cat([grid, mirrored], dim=-1)
         return beam_search(
-            self.decoder, grid, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id,
+            decoder, grid, start_id=self.vocabulary.start_id, end_id=self.vocabulary.end_id,
             beam_size=beam_size, n_best=n_best, suppress_ids=self.vocabulary.never_emitted_ids,
             length_penalty=settings.length_penalty, max_length=settings.max_length,
         )
@@ -162,7 +180,7 @@ class Captioner:
                 except Exception as error:  # never let one odd input sink the batch
                     results[position] = ImageError(f"{describe(images[position])}: {type(error).__name__}: {error}")
             if pixels:
-                grid = self.encoder.encode(torch.stack(pixels))
-                for position, caption in zip(positions, self.decode(grid, **options)):
+                views = self.encode_pixels(torch.stack(pixels), flip_ensemble=options.get("flip_ensemble"))
+                for position, caption in zip(positions, self.decode(*views, **options)):
                     results[position] = caption
         return results

@@ -1,6 +1,8 @@
 """Glue between stages: which images a config's features cover, and where their cache lives."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from captioner.config import Config
 from captioner.data.flickr import SPLITS, load_prepared
 from captioner.features import FeatureCache, cache_folder, extract_features
@@ -16,15 +18,26 @@ def training_image_names(splits: dict[str, dict[str, list[list[str]]]]) -> list[
     return sorted(splits.get("train", {}))
 
 
+def _extraction_options(config: Config, show_progress: bool) -> dict:
+    return {"encoder_name": config.encoder.name, "cache_dir": config.encoder.cache_dir,
+            "batch_size": config.encoder.batch_size, "show_progress": show_progress}
+
+
 def extract_prepared_features(config: Config, *, show_progress: bool = True) -> FeatureCache:
     """Every prepared image's features, plus the flipped training images' when the config trains with flips."""
     images_dir, splits, _ = load_prepared(config.data.prepared_dir)
-    options = {"encoder_name": config.encoder.name, "cache_dir": config.encoder.cache_dir,
-               "batch_size": config.encoder.batch_size, "show_progress": show_progress}
+    options = _extraction_options(config, show_progress)
     cache = extract_features(prepared_image_names(splits), images_dir, **options)
     if config.train.flip_augmentation:
         extract_features(training_image_names(splits), images_dir, mirrored=True, **options)
     return cache
+
+
+def extract_mirrored_features(config: Config, image_names: list[str], images_dir: Path, *,
+                              show_progress: bool = True) -> FeatureCache:
+    """The flipped photos' features of these images, for flip-ensemble decoding: encoded on first use (resumable),
+    read from their cache after that."""
+    return extract_features(image_names, images_dir, mirrored=True, **_extraction_options(config, show_progress))
 
 
 def open_prepared_features(config: Config, splits: dict[str, dict[str, list[list[str]]]]) -> FeatureCache:

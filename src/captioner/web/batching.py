@@ -156,7 +156,7 @@ class MicroBatcher:
 
     def _process(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()
-        grid = self.captioner.encoder.encode(torch.stack([job.pixels for job in jobs]))  # (batch, pixels, channels)
+        grid, mirrored = self.captioner.encode_pixels(torch.stack([job.pixels for job in jobs]))  # each (batch, pixels, channels)
         encode_ms = (time.perf_counter() - started) * 1000
         groups: dict[DecodeOptions, list[int]] = {}
         for index, job in enumerate(jobs):
@@ -164,7 +164,8 @@ class MicroBatcher:
         # beam search takes one beam size per call, so each distinct option set decodes separately
         for options, indices in groups.items():
             decode_started = time.perf_counter()
-            captions = self.captioner.decode(grid[indices], beam_size=options.beam_size, n_best=options.n_best)
+            captions = self.captioner.decode(grid[indices], None if mirrored is None else mirrored[indices],
+                                             beam_size=options.beam_size, n_best=options.n_best)
             decode_ms = (time.perf_counter() - decode_started) * 1000
             for index, caption in zip(indices, captions):
                 job = jobs[index]
