@@ -41,10 +41,10 @@ def main() -> None:
     cache = open_prepared_features(config, splits)
     names = cache.available(sorted(splits["dev"]))[: args.max_images or None]
     mirrored_cache = extract_mirrored_features(config, names, images_dir) if flips else None
-    if mirrored_cache:
+    if mirrored_cache is not None:
         names = mirrored_cache.available(names)
     grid = cache.load(names)
-    mirrored = mirrored_cache.load(names) if mirrored_cache else None
+    mirrored = mirrored_cache.load(names) if mirrored_cache is not None else None
     references = {name: [" ".join(words) for words in splits["dev"][name]] for name in names}
 
     def texts(hypotheses) -> dict[str, str]:

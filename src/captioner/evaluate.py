@@ -94,7 +94,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     if max_images:
         names = names[:max_images]
     mirrored = extract_mirrored_features(config, names, images_dir) if settings.flip_ensemble else None
-    if mirrored:
+    if mirrored is not None:
         names = mirrored.available(names)
     if not names:
         raise CaptionerError(f"no {split} images with cached features for {run_dir}")
@@ -102,7 +102,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     captions = {}
     for start in range(0, len(names), 50):
         batch = names[start : start + 50]
-        views = cache.load(batch), (mirrored.load(batch) if mirrored else None)
+        views = cache.load(batch), (mirrored.load(batch) if mirrored is not None else None)
         for name, caption in zip(batch, captioner.decode(*views, **options)):
             captions[name] = caption
     decode_seconds = time.perf_counter() - started

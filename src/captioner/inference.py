@@ -114,7 +114,7 @@ class Captioner:
                                         flip_ensemble=flip_ensemble)
         beam_size = max(settings.beam_size, n_best)
         reranking = settings.rerank_neighbours > 0
-        results = self.beam_hypotheses(grid, mirrored if settings.flip_ensemble else None, beam_size=beam_size,
+        results = self.beam_hypotheses(grid, mirrored, beam_size=beam_size,
                                        n_best=beam_size if reranking else n_best, length_penalty=settings.length_penalty,
                                        max_length=settings.max_length, flip_ensemble=settings.flip_ensemble)
         if reranking:

@@ -26,17 +26,16 @@ def _extraction_options(config: Config, show_progress: bool) -> dict:
 def extract_prepared_features(config: Config, *, show_progress: bool = True) -> FeatureCache:
     """Every prepared image's features, plus the flipped training images' when the config trains with flips."""
     images_dir, splits, _ = load_prepared(config.data.prepared_dir)
-    options = _extraction_options(config, show_progress)
-    cache = extract_features(prepared_image_names(splits), images_dir, **options)
+    cache = extract_features(prepared_image_names(splits), images_dir, **_extraction_options(config, show_progress))
     if config.train.flip_augmentation:
-        extract_features(training_image_names(splits), images_dir, mirrored=True, **options)
+        extract_mirrored_features(config, training_image_names(splits), images_dir, show_progress=show_progress)
     return cache
 
 
 def extract_mirrored_features(config: Config, image_names: list[str], images_dir: Path, *,
                               show_progress: bool = True) -> FeatureCache:
-    """The flipped photos' features of these images, for flip-ensemble decoding: encoded on first use (resumable),
-    read from their cache after that."""
+    """The flipped photos' features of these images (flip augmentation, flip-ensemble decoding): encoded on first use
+    (resumable), read from their cache after that."""
     return extract_features(image_names, images_dir, mirrored=True, **_extraction_options(config, show_progress))
 
 

@@ -336,8 +336,8 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
                "train_loss": loss_sum / max(batches, 1), "train_reward": reward_sum / max(batches, 1) if self_critical else ""}
         evaluated = epoch >= config.train.dev_evaluation_from_epoch or epoch in (config.train.epochs, last_epoch)
         if evaluated:
-            # no teacher-forced pass after cross-entropy training: that loss then rises while the captions improve, and the
-            # pass took most of an evaluation's time
+            # self-critical epochs skip the teacher-forced pass: that loss rises during SCST while the captions improve,
+            # and the pass took most of an evaluation's time
             row.update(validate(decoder, dev_data, vocabulary, config, teacher_forced=not self_critical))
         row["epoch_seconds"] = time.perf_counter() - started
         history.append(row)
