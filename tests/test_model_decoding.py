@@ -121,14 +121,6 @@ def test_step_attention_rows_sum_to_one():
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(3))
 
 
-def plain_attention(memory, keys, image_rows, query, score_weight, score_bias):
-    """The attention as plain tensor ops, for autograd to differentiate."""
-    if image_rows is not None:
-        memory, keys = memory.index_select(0, image_rows), keys.index_select(0, image_rows)
-    weights = torch.nn.functional.linear(torch.tanh(keys + query.unsqueeze(1)), score_weight, score_bias).squeeze(2).softmax(dim=1)
-    return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights
-
-
 @pytest.mark.parametrize("per_image", [True, False], ids=["rows gathered per image", "one grid row per state row"])
 @pytest.mark.parametrize("weights_used", [True, False], ids=["weights in the loss", "context alone"])
 def test_attention_gives_autograds_values_and_gradients_bit_for_bit(per_image, weights_used):
@@ -140,7 +132,7 @@ def test_attention_gives_autograds_values_and_gradients_bit_for_bit(per_image, w
               torch.randn(rows, 32, generator=generator), torch.randn(1, 32, generator=generator), torch.randn(1, generator=generator)]
     context_weight, weights_weight = torch.randn(rows, 24, generator=generator), torch.randn(rows, pixels, generator=generator)
     results = []
-    for attend in (AdditiveAttention.apply, plain_attention):
+    for attend in (AdditiveAttention.apply, AdditiveAttention.reference):
         leaves = [tensor.clone().requires_grad_() for tensor in inputs]
         memory, keys, query, score_weight, score_bias = leaves
         context, weights = attend(memory, keys, image_rows, query, score_weight, score_bias)
@@ -149,6 +141,21 @@ def test_attention_gives_autograds_values_and_gradients_bit_for_bit(per_image, w
         results.append([context, weights] + [leaf.grad for leaf in leaves])
     for fused, plain in zip(*results):
         assert torch.equal(fused, plain)
+
+
+def test_a_state_of_per_image_grids_steps_and_selects_as_the_expanded_state():
+    decoder = random_decoder()
+    per_image = decoder.init_state(torch.randn(3, 9, 16))
+    image_rows = torch.tensor([2, 0, 0, 1, 2])
+    expanded = per_image.select(image_rows)
+    compact = DecoderState(per_image.memory, per_image.keys, expanded.hidden, expanded.cell, image_rows)
+    reorder = torch.tensor([4, 1, 1, 0])
+    tokens = torch.tensor([START, 5, 6, START])
+    expected_log_probs, expected_state, expected_weights = decoder.step(expanded.select(reorder), tokens)
+    log_probs, state, weights = decoder.step(compact.select(reorder), tokens)
+    assert torch.equal(state.image_rows, torch.tensor([2, 0, 0, 2])) and state.memory.shape[0] == 3
+    assert torch.allclose(log_probs, expected_log_probs) and torch.allclose(weights, expected_weights)
+    assert torch.allclose(state.hidden, expected_state.hidden) and torch.allclose(state.cell, expected_state.cell)
 
 
 def test_attention_backward_cannot_run_twice_on_one_graph():
