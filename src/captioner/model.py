@@ -43,8 +43,8 @@ class AdditiveAttention(torch.autograd.Function):
     computes two of the backward's products as matrix products with an inner size of 1, slow on a CPU, where this
     uses broadcast products (exact all the same: one rounding each); the tanh is taken in place and its buffers are
     reused for gradients. With `image_rows`, the grid's rows are gathered per step from the per-image tensors by a
-    flat copy, several times faster than a gather over the (pixels, channels) grid. benchmarks/bench_attention.py
-    times the two.
+    flat copy, several times faster than a gather over the (pixels, channels) grid. `benchmarks/bench_training.py
+    --compare-attention` times the two.
     """
 
     @staticmethod
@@ -72,13 +72,12 @@ class AdditiveAttention(torch.autograd.Function):
         weights = F.linear(activated, score_weight, score_bias).squeeze(2).softmax(dim=1)  # (rows, pixels)
         context = torch.bmm(weights.unsqueeze(1), row_memory).squeeze(1)  # (rows, feature_dim)
         ctx.save_for_backward(activated, weights, row_memory, image_rows, score_weight)
-        ctx.grid_shapes = memory.shape, keys.shape
+        ctx.images = memory.shape[0]  # the gradients' rows when the grid is per image
         return context, weights
 
     @staticmethod
     def backward(ctx, context_grad: torch.Tensor | None, weights_grad: torch.Tensor | None):
         activated, weights, row_memory, image_rows, score_weight = ctx.saved_tensors
-        memory_shape, keys_shape = ctx.grid_shapes
         rows, pixels, attention_dim = activated.shape
         # each step below is the op autograd would run for the forward's plain ops, so the gradients are the same bits
         if context_grad is None:
@@ -97,10 +96,9 @@ class AdditiveAttention(torch.autograd.Function):
         query_grad = sum_grad.sum(1, keepdim=True).squeeze(1)  # (rows, attention_dim)
         if image_rows is None:
             return row_memory_grad, sum_grad, None, query_grad, score_weight_grad, score_bias_grad
-        memory_grad = row_memory_grad.new_zeros(memory_shape[0], row_memory_grad[0].numel()).index_add_(
-            0, image_rows, row_memory_grad.view(rows, -1))
-        keys_grad = sum_grad.new_zeros(keys_shape[0], sum_grad[0].numel()).index_add_(0, image_rows, sum_grad.view(rows, -1))
-        return memory_grad.view(memory_shape), keys_grad.view(keys_shape), None, query_grad, score_weight_grad, score_bias_grad
+        memory_grad, keys_grad = (grad.new_zeros(ctx.images, grad[0].numel()).index_add_(0, image_rows, grad.view(rows, -1))
+                                  .view(ctx.images, *grad.shape[1:]) for grad in (row_memory_grad, sum_grad))
+        return memory_grad, keys_grad, None, query_grad, score_weight_grad, score_bias_grad
 
 
 @dataclass
