@@ -2,25 +2,40 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-FLICKR8K_DIR ?= ../shared/flickr8k
+PIP_VERSION := 26.3
+# the local copy beside the project when there is one, else where `captioner download` puts it
+FLICKR8K_DIR ?= $(if $(wildcard ../shared/flickr8k/images),../shared/flickr8k,data/flickr8k)
 CONFIG ?= configs/default.yaml
 RUN ?= runs/default
 
-.PHONY: setup browser data demo train evaluate best test test-fast bench lint clean
+.PHONY: setup browser data demo train evaluate best test test-fast bench lint lock clean
 
 setup: $(VENV)/.installed
 
-# torch comes from the machine's local wheel cache (pip is capped at 2.14.1 there)
-$(VENV)/.installed: pyproject.toml
+# every package at the exact version in requirements.lock (torch included: pip takes it from the machine's wheel
+# cache where there is one), then the project itself without dependencies
+$(VENV)/.installed: requirements.lock pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/pip install --quiet --requirement requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@
 
-# Debian's Chromium for the browser test (Playwright drives it; no browser download)
+# refresh the pins: the newest releases that pyproject.toml's ranges allow (review the diff, run make test, commit)
+lock:
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet pip-tools==7.6.2
+	.lock-venv/bin/pip-compile --quiet --upgrade --extra dev --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.lock pyproject.toml
+
+# Debian's Chromium for the browser test (Playwright drives it; no browser download). As root it is installed or
+# upgraded every time, so a test run never depends on a browser an earlier run left behind.
 browser:
-	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null && chromium --version; \
+	elif ! command -v chromium >/dev/null; then \
+		echo "the browser test needs Debian's chromium (sudo apt-get install chromium); it is skipped without it" >&2; fi
 
 # use the local Flickr8k copy, or download it from the public mirror
 data: setup
@@ -44,7 +59,8 @@ best:
 demo: train evaluate
 	$(BIN)/captioner caption $(RUN) $$(head -n 3 "$(FLICKR8K_DIR)/Flickr_8k.testImages.txt" | sed 's|^|$(FLICKR8K_DIR)/images/|') --n-best 3
 
-test: setup browser
+# lint first: a style error fails CI as a test does
+test: setup browser lint
 	$(BIN)/pytest -q
 
 test-fast: setup
@@ -55,7 +71,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_server.py $(RUN) $(FLICKR8K_DIR)/images --seconds 10
 
 lint: setup
-	$(BIN)/ruff check --select F src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .lock-venv build *.egg-info

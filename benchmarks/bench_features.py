@@ -8,6 +8,7 @@ Prints one JSON line per measurement. The cache of the end-to-end measurement go
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
@@ -53,7 +54,7 @@ def main() -> None:
         for batch in (1, 4, 8, 16, 32):
             pixels = torch.randn(batch, 3, side, side).contiguous(memory_format=memory_format)
             with torch.inference_mode():
-                cost = milliseconds_per_image(lambda: network(pixels), batch)
+                cost = milliseconds_per_image(functools.partial(network, pixels), batch)
             print(json.dumps({"measure": "encoder network", "layout": layout, "batch": batch, "ms_per_image": round(cost, 1)}))
     encoder.network.to(memory_format=torch.channels_last)  # back to what Encoder uses
 

@@ -25,9 +25,10 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def timed(function):
+def timed(function, *args, **kwargs):
+    """`function(*args, **kwargs)` and the seconds it took."""
     started = time.perf_counter()
-    result = function()
+    result = function(*args, **kwargs)
     return result, time.perf_counter() - started
 
 
@@ -46,17 +47,18 @@ def main() -> None:
     captioner = Captioner.load(args.run)
     images = list_images(args.images)[: max(args.repeats, 16 * 4)]
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    settings = {"run": args.run, "beam": args.beam, "rerank_neighbours": args.rerank_neighbours, "flip_ensemble": args.flip_ensemble}
     captioner.caption(images[:2], **options)  # warm-up (and loading the caption memory when reranking)
 
     encode_times, decode_times, totals = [], [], []
     for path in images[: args.repeats]:
-        views, encode_seconds = timed(lambda: captioner.encode([path], flip_ensemble=args.flip_ensemble))
-        _, decode_seconds = timed(lambda: captioner.decode(*views, **options))
+        views, encode_seconds = timed(captioner.encode, [path], flip_ensemble=args.flip_ensemble)
+        _, decode_seconds = timed(captioner.decode, *views, **options)
         encode_times.append(encode_seconds)
         decode_times.append(decode_seconds)
         totals.append(encode_seconds + decode_seconds)
     print(json.dumps({
-        "measurement": "single_image_latency_ms", "run": args.run, "beam": args.beam, "rerank_neighbours": args.rerank_neighbours, "flip_ensemble": args.flip_ensemble, "images": len(totals),
+        "measurement": "single_image_latency_ms", **settings, "images": len(totals),
         "median": round(1000 * statistics.median(totals), 1), "p90": round(1000 * percentile(totals, 0.9), 1),
         "encoder_median": round(1000 * statistics.median(encode_times), 1),
         "decoder_median": round(1000 * statistics.median(decode_times), 1), **machine,
@@ -65,13 +67,13 @@ def main() -> None:
     batch_encode, batch_decode, count = 0.0, 0.0, 0
     for start in range(0, len(images) - 15, 16):
         batch = images[start : start + 16]
-        views, encode_seconds = timed(lambda: captioner.encode(batch, flip_ensemble=args.flip_ensemble))
-        _, decode_seconds = timed(lambda: captioner.decode(*views, **options))
+        views, encode_seconds = timed(captioner.encode, batch, flip_ensemble=args.flip_ensemble)
+        _, decode_seconds = timed(captioner.decode, *views, **options)
         batch_encode += encode_seconds
         batch_decode += decode_seconds
         count += len(batch)
     print(json.dumps({
-        "measurement": "batch16_throughput", "run": args.run, "beam": args.beam, "rerank_neighbours": args.rerank_neighbours, "flip_ensemble": args.flip_ensemble, "images": count,
+        "measurement": "batch16_throughput", **settings, "images": count,
         "images_per_second": round(count / (batch_encode + batch_decode), 2),
         "encoder_ms_per_image": round(1000 * batch_encode / count, 1),
         "decoder_ms_per_image": round(1000 * batch_decode / count, 1), **machine,

@@ -31,7 +31,8 @@ def main() -> None:
     candidates = []
     for key in keys:
         own = generator.choice(references[key])
-        candidates += [(key, own[: generator.randint(min(4, len(own)), len(own))]), (key, generator.choice(references[generator.choice(keys)]))]
+        cut = own[: generator.randint(min(4, len(own)), len(own))]
+        candidates += [(key, cut), (key, generator.choice(references[generator.choice(keys)]))]
     terms = {"CIDEr-D": CiderD(references), "BLEU-4": SentenceBleu(references),
              "METEOR-like": SentenceMeteor(references, function_word_ids(vocabulary.index))}
     for name, term in terms.items():

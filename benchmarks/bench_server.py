@@ -24,7 +24,8 @@ import httpx
 
 from captioner.data.images import list_images
 
-SERVER_CODE = "import json, sys; from captioner.web.app import serve; serve(sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]), **json.loads(sys.argv[3]))"
+SERVER_CODE = ("import json, sys; from captioner.web.app import serve; "
+               "serve(sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]), **json.loads(sys.argv[3]))")
 
 
 def free_port() -> int:

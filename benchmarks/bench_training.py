@@ -1,7 +1,8 @@
 """Training speed of a preset on the cached features: seconds per cross-entropy and self-critical step,
 the epoch times they project to, and where each kind of step spends its time (torch profiler).
 
-    python benchmarks/bench_training.py configs/best.yaml --steps 20 [--threads 2] [--weights runs/best] [--validation] [--set model.layers=3 ...]
+    python benchmarks/bench_training.py configs/best.yaml --steps 20 [--threads 2] [--weights runs/best] [--validation]
+        [--set model.layers=3 ...]
     python benchmarks/bench_training.py configs/best.yaml --steps 16 --threads 2 --weights runs/best --compare-attention
 
 `--weights` starts from a trained run's decoder, so self-critical samples have the lengths they have in training
@@ -133,13 +134,13 @@ def compare_attention(decoder, batches: list, steps: dict, common: dict) -> None
                     step(batch, member, optimizer)
                 if index:  # the first batch warms up
                     seconds[name].append(time.perf_counter() - started)
-        ratios = [fast / slow for fast, slow in zip(seconds["hand_written"], seconds["autograd"])]
+        ratios = [fast / slow for fast, slow in zip(seconds["hand_written"], seconds["autograd"], strict=True)]
         print(json.dumps({**common, "step": f"{kind}_attention_comparison", "steps": len(ratios),
                           "hand_written_median_seconds": round(statistics.median(seconds["hand_written"]), 3),
                           "autograd_median_seconds": round(statistics.median(seconds["autograd"]), 3),
                           "median_ratio": round(statistics.median(ratios), 3),
                           "ratio_range": [round(min(ratios), 2), round(max(ratios), 2)]}), flush=True)
-    same = all(torch.equal(a, b) for a, b in zip(decoder.state_dict().values(), reference_decoder.state_dict().values()))
+    same = all(torch.equal(a, b) for a, b in zip(decoder.state_dict().values(), reference_decoder.state_dict().values(), strict=True))
     print(json.dumps({**common, "step": "attention_comparison_check", "weights_identical_after_all_steps": same}))
 
 

@@ -15,13 +15,14 @@ import torch
 DEVICE = os.environ.get("HARNESS_DEVICE", "cuda")  # "cpu" runs this harness itself as a smoke test
 torch.set_default_device(DEVICE)  # before captioner is imported, so every tensor it makes lands there
 
+from pycocoevalcap.rouge.rouge import Rouge  # noqa: E402
+
 import captioner.checkpoint as checkpoint  # noqa: E402
 import captioner.encoders as encoders  # noqa: E402
 import captioner.evaluate as evaluate  # noqa: E402
 import captioner.features as features  # noqa: E402
 import captioner.inference as inference  # noqa: E402
 import captioner.metrics as metrics  # noqa: E402
-from pycocoevalcap.rouge.rouge import Rouge  # noqa: E402
 
 # tensors made from numpy or read from disk stay on the CPU whatever the default device: move them
 _load_features = features.FeatureCache.load

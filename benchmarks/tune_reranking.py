@@ -48,7 +48,7 @@ def main() -> None:
     references = {name: [" ".join(words) for words in splits["dev"][name]] for name in names}
 
     def texts(hypotheses) -> dict[str, str]:
-        return {name: " ".join(vocabulary.decode(ranked[0].token_ids)) for name, ranked in zip(names, hypotheses)}
+        return {name: " ".join(vocabulary.decode(ranked[0].token_ids)) for name, ranked in zip(names, hypotheses, strict=True)}
 
     def report(setting: dict, candidates: dict[str, str], *, full: bool = False) -> None:
         scores = score_captions(references, candidates, spice=False) if full else fast_scores(references, candidates)
@@ -61,7 +61,8 @@ def main() -> None:
                    for hypotheses in captioner.beam_hypotheses(grid[start : start + 50],
                                                                None if mirrored is None else mirrored[start : start + 50],
                                                                beam_size=beam, n_best=beam, flip_ensemble=flips)]
-        print(f"beam {beam}{' with flips' if flips else ''}: decoded {len(names)} dev images in {time.perf_counter() - started:.1f} s", flush=True)
+        seconds = time.perf_counter() - started
+        print(f"beam {beam}{' with flips' if flips else ''}: decoded {len(names)} dev images in {seconds:.1f} s", flush=True)
         plain = texts(decoded)
         best = (-1.0, {}, plain)
         for neighbours in _values(args.neighbours, int):

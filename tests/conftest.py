@@ -38,7 +38,8 @@ def write_tiny_flickr(folder: Path, variants: int = 4) -> Path:
                 split = "train" if variant < variants // 2 else ("dev" if variant == variants // 2 else "test")
                 splits[split].append(name)
     (folder / "Flickr8k.token.txt").write_text("\n".join(tokens) + "\n")
-    for split, file_name in (("train", "Flickr_8k.trainImages.txt"), ("dev", "Flickr_8k.devImages.txt"), ("test", "Flickr_8k.testImages.txt")):
+    split_files = (("train", "Flickr_8k.trainImages.txt"), ("dev", "Flickr_8k.devImages.txt"), ("test", "Flickr_8k.testImages.txt"))
+    for split, file_name in split_files:
         (folder / file_name).write_text("\n".join(splits[split]) + "\n")
     return folder
 

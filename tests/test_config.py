@@ -104,6 +104,7 @@ def test_unknown_key_in_a_preset_is_named(tmp_path):
         ("model.dropout=high", "config key 'model.dropout' expects float, got 'high'"),
         ("encoder.name=[1, 2]", "config key 'encoder.name' expects str, got [1, 2]"),
         ("train.epochs=true", "config key 'train.epochs' expects int, got True"),
+        ("train.learning_rate=nan", "config key 'train.learning_rate' expects a finite number, got nan"),
     ],
 )
 def test_wrong_value_type_is_refused(override, expected):
@@ -148,3 +149,59 @@ def test_cli_reports_a_bad_override_in_one_line(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.startswith("error: unknown config key 'data.min_word_cont'")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.type=gru", "model.type must be one of lstm-attention, transformer, got 'gru'"),
+        ("train.lr_schedule=linear", "train.lr_schedule must be one of cosine, constant, got 'linear'"),
+        ("encoder.name=vgg", "encoder.name must be one of efficientnet-lite2, "),
+        ("train.learning_rate=0", "train.learning_rate must be > 0, got 0.0"),
+        ("train.scst_learning_rate=-1e-4", "train.scst_learning_rate must be > 0, got -0.0001"),
+        ("train.scst_meteor_weight=-1", "train.scst_meteor_weight must be >= 0, got -1.0"),
+        ("model.dropout=1.5", "model.dropout must be below 1, got 1.5"),
+        ("train.epochs=0", "train.epochs must be >= 1, got 0"),
+        ("decode.beam_size=0", "decode.beam_size must be >= 1, got 0"),
+        ("decode.n_best=5", "decode.n_best (5) cannot exceed decode.beam_size (3)"),
+    ],
+)
+def test_a_bad_value_is_refused_when_the_config_loads(override, expected):
+    with pytest.raises(CaptionerError) as caught:
+        load_config(None, [override])
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_scst_settings_are_checked_only_when_scst_runs():
+    assert load_config(None, ["train.scst_samples=1"]).train.scst_samples == 1
+    with pytest.raises(CaptionerError, match=r"train.scst_samples must be >= 2 \(each sample's baseline"):
+        load_config(None, ["train.scst_samples=1", "train.scst_epochs=2"])
+
+
+def test_every_problem_is_named_on_one_line():
+    with pytest.raises(CaptionerError) as caught:
+        load_config(None, ["model.type=transformer", "model.embed_dim=100", "model.heads=8", "train.warmup_steps=-1"])
+    message = str(caught.value)
+    assert message.startswith("invalid config: ") and "\n" not in message
+    assert "train.warmup_steps must be >= 0, got -1" in message
+    assert "model.embed_dim (100) must be a multiple of model.heads (8)" in message
+
+
+def test_cli_refuses_a_bad_config_before_reading_data_or_writing_files(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing prepared here: a config error must come first
+    code = main(["train", "--config", str(write_preset(tmp_path, "train:\n  lr_schedule: linear\n")), "--run", "runs/x"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: invalid config: train.lr_schedule must be one of cosine, constant, got 'linear'")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["preset.yaml"]  # no run folder, no data folder
+
+
+def test_download_and_prepare_agree_on_the_data_folder(monkeypatch):
+    from captioner.cli import build_parser
+    from captioner.config import default_data_dir
+
+    monkeypatch.delenv("FLICKR8K_DIR", raising=False)
+    assert default_data_dir() == "data/flickr8k"
+    assert build_parser().parse_args(["download"]).out == default_data_dir() == load_config().data.data_dir
+    monkeypatch.setenv("FLICKR8K_DIR", "/somewhere/flickr8k")
+    assert build_parser().parse_args(["download"]).out == "/somewhere/flickr8k" == load_config().data.data_dir

@@ -106,7 +106,7 @@ def test_lite_preprocessing_scales_pixels_to_minus_one_one():
 
 def test_torchvision_preprocessing_uses_imagenet_mean_and_std():
     white = preprocess(Image.new("RGB", (30, 30), (255, 255, 255)), encoder_spec("resnet101"))
-    expected = [(1 - mean) / std for mean, std in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
+    expected = [(1 - mean) / std for mean, std in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), strict=True)]
     torch.testing.assert_close(white[:, 0, 0], torch.tensor(expected))
 
 
@@ -170,7 +170,7 @@ def test_extraction_writes_the_cache(extracted, images_dir, encoder):
 
 def test_mirrored_extraction_caches_the_flipped_photos_apart(encoder, tmp_path):
     names = ["left_red.png", "left_blue.png"]
-    for name, colour in zip(names, ("red", "blue")):
+    for name, colour in zip(names, ("red", "blue"), strict=True):
         picture = Image.new("RGB", (120, 90), "white")
         picture.paste(Image.new("RGB", (40, 90), colour), (0, 0))  # a bar on the left: the flip differs
         picture.save(tmp_path / name)

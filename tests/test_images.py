@@ -28,7 +28,7 @@ def two_colour_image(width: int = 60, height: int = 30) -> Image.Image:
 
 
 def assert_close(pixel, expected, tolerance=12):
-    assert all(abs(int(a) - int(b)) <= tolerance for a, b in zip(pixel, expected)), (pixel, expected)
+    assert all(abs(int(a) - int(b)) <= tolerance for a, b in zip(pixel, expected, strict=True)), (pixel, expected)
 
 
 @pytest.fixture(scope="module")

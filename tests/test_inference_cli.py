@@ -104,7 +104,7 @@ def test_package_exports_the_python_api(tiny_run, tiny_flickr):
 def test_tiny_model_names_colour_and_shape(tiny_captioner, tiny_flickr):
     names = [f"{colour}_{shape}_0.jpg" for colour in COLOURS for shape in SHAPES]
     captions = tiny_captioner.caption([tiny_flickr / "images" / name for name in names])
-    right = [name for name, caption in zip(names, captions)
+    right = [name for name, caption in zip(names, captions, strict=True)
              if set(name.split("_")[:2]) <= set(caption.tokens)]
     assert len(right) >= 5, [caption.text for caption in captions]
 
@@ -154,7 +154,7 @@ def odd_modes() -> dict[str, tuple[bytes, str | None]]:
     blue_circle = draw_shape("blue", "circle", 0)
     transparent = Image.new("RGBA", red_square.size, (0, 0, 0, 0))
     transparent.paste(red_square.crop((14, 14, 82, 82)), (14, 14))  # a red square on a see-through background
-    sixteen_bit = Image.fromarray((np.asarray(blue_circle.convert("L"), dtype=np.uint16) * 257))
+    sixteen_bit = Image.fromarray(np.asarray(blue_circle.convert("L"), dtype=np.uint16) * 257)
     cmyk = io.BytesIO()
     red_square.convert("CMYK").save(cmyk, format="JPEG", quality=95)
     return {
@@ -171,7 +171,7 @@ def test_odd_modes_are_converted_and_captioned(tiny_captioner):
     assert Image.open(io.BytesIO(modes["sixteen-bit"][0])).mode.startswith("I")
     assert Image.open(io.BytesIO(modes["cmyk"][0])).mode == "CMYK"
     results = tiny_captioner.caption_many([data for data, _ in modes.values()])
-    for (mode, (_, colour)), result in zip(modes.items(), results):
+    for (mode, (_, colour)), result in zip(modes.items(), results, strict=True):
         assert isinstance(result, Caption), f"{mode}: {result}"
         assert_well_formed(result, tiny_captioner)
         if colour:
@@ -271,9 +271,27 @@ def test_cli_n_best_prints_ranked_candidates(tiny_run, tiny_flickr, capsys):
     path = tiny_flickr / "images" / GOOD[1]
     assert main(["caption", str(tiny_run), str(path), "--beam", "3", "--n-best", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == str(path)
-    scores = [float(line.split()[0]) for line in lines[1:]]
+    assert lines[0].startswith(f"{path}\t(score: what the list is ranked by")
+    scores = [float(line.split()[1]) for line in lines[1:]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+
+
+def test_cli_n_best_shows_the_reranked_score_the_list_is_sorted_by(tiny_run, tiny_flickr, capsys):
+    # with a heavy consensus weight the ranking score and the log-probability disagree: the printed score must be
+    # the one the order follows, the log-probability beside it
+    path = tiny_flickr / "images" / GOOD[1]
+    options = ["--beam", "4", "--n-best", "4", "--rerank-neighbours", "3", "--rerank-weight", "50"]
+    assert main(["caption", str(tiny_run), str(path), *options]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert main(["caption", str(tiny_run), str(path), *options, "--json"]) == 0
+    [record] = json.loads(capsys.readouterr().out)
+    candidates = [record, *record["alternatives"]]
+    for line, candidate in zip(lines, candidates, strict=True):
+        words = line.split()
+        assert words[0] == "score" and words[2:4] == ["log", "p"] and " ".join(words[5:]) == candidate["text"]
+        assert float(words[1]) == pytest.approx(candidate["score"], abs=1e-3)
+        assert float(words[4]) == pytest.approx(candidate["log_probability"], abs=1e-3)
+    assert [candidate["score"] for candidate in candidates] == sorted((c["score"] for c in candidates), reverse=True)
 
 
 @pytest.mark.parametrize(("option", "value", "reason"), [

@@ -189,7 +189,8 @@ def test_token_file_csv_and_karpathy_layouts_agree_on_the_real_data(tmp_path):
 
 
 def test_a_transformer_then_self_critical_training_on_the_real_slice(pipeline):
-    """The second decoder type and the self-critical phase (CIDEr-D + BLEU-4 + METEOR-like reward), by the CLI, on the slice's cached features."""
+    """The second decoder type and the self-critical phase (CIDEr-D + BLEU-4 + METEOR-like reward), by the CLI, on the
+    slice's cached features."""
     run_dir = pipeline["work"] / "transformer"
     settings = ["model.type=transformer", "model.embed_dim=64", "model.layers=1", "model.encoder_layers=1", "model.heads=4",
                 "model.ff_dim=128", "train.epochs=3", "train.scst_epochs=1", "train.scst_samples=3", "train.scst_learning_rate=0.0001",

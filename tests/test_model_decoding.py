@@ -14,7 +14,15 @@ from captioner.data.flickr import load_prepared
 from captioner.data.text import Vocabulary
 from captioner.decoding import EnsembleDecoder, FlipEnsembleDecoder, beam_search, greedy_decode, sample_captions
 from captioner.errors import CaptionerError
-from captioner.model import AdditiveAttention, AttentionLSTMDecoder, DecoderState, TransformerDecoder, TransformerState, build_decoder
+from captioner.model import (
+    AdditiveAttention,
+    AttentionLSTMDecoder,
+    DecoderState,
+    TransformerDecoder,
+    TransformerState,
+    build_decoder,
+    hand_written_attention_works,
+)
 from captioner.pipeline import open_prepared_features
 from captioner.reward import SelfCriticalReward
 from captioner.train import self_critical_loss, teacher_forced_log_probabilities
@@ -139,8 +147,35 @@ def test_attention_gives_autograds_values_and_gradients_bit_for_bit(per_image, w
         loss = (context * context_weight).sum() + ((weights * weights_weight).sum() if weights_used else 0)
         loss.backward()
         results.append([context, weights] + [leaf.grad for leaf in leaves])
-    for fused, plain in zip(*results):
+    for fused, plain in zip(*results, strict=True):
         assert torch.equal(fused, plain)
+
+
+def lstm_gradients(decoder: AttentionLSTMDecoder) -> list[torch.Tensor]:
+    """The gradients of one teacher-forced step's loss on fixed inputs."""
+    decoder.zero_grad()
+    state = decoder.init_state(torch.randn(2, 9, 16, generator=torch.Generator().manual_seed(1)))
+    log_probs, _, weights = decoder.step(state, torch.tensor([START, 5]))
+    (log_probs[:, 3].sum() + weights.square().sum()).backward()
+    return [parameter.grad.clone() for parameter in decoder.parameters() if parameter.grad is not None]
+
+
+def test_training_falls_back_to_autograds_attention_when_torchs_private_ops_change(monkeypatch, caplog):
+    # the hand-written backward calls torch._softmax_backward_data; a torch without it must still train, and say so
+    hand_written_attention_works.cache_clear()
+    assert hand_written_attention_works()
+    expected = lstm_gradients(random_decoder())
+    monkeypatch.delattr(torch, "_softmax_backward_data")
+    hand_written_attention_works.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="captioner.model"):
+            gradients = lstm_gradients(random_decoder())
+        assert not hand_written_attention_works()
+        assert "hand-written backward does not work (AttributeError" in caplog.text and "uses autograd's" in caplog.text
+        assert len(gradients) == len(expected) and all(torch.equal(a, b) for a, b in zip(gradients, expected, strict=True))
+    finally:
+        monkeypatch.undo()
+        hand_written_attention_works.cache_clear()
 
 
 def test_a_state_of_per_image_grids_steps_and_selects_as_the_expanded_state():
@@ -213,7 +248,7 @@ def test_transformer_beam_search_on_a_batch_equals_one_image_at_a_time():
         assert [h.token_ids for h in alone] == [h.token_ids for h in together[image]]
         assert [h.score for h in alone] == pytest.approx([h.score for h in together[image]], abs=1e-5)
     greedy = greedy_decode(decoder, grid, start_id=START, end_id=END, max_length=6)
-    for one, [other] in zip(greedy, beam_search(decoder, grid, start_id=START, end_id=END, beam_size=1, max_length=6)):
+    for one, [other] in zip(greedy, beam_search(decoder, grid, start_id=START, end_id=END, beam_size=1, max_length=6), strict=True):
         assert one.token_ids == other.token_ids
 
 
@@ -224,7 +259,7 @@ def test_greedy_and_beam_size_one_agree(trained):
     greedy = greedy_decode(run.decoder, grid, start_id=START, end_id=END, max_length=12)
     beam = beam_search(run.decoder, grid, start_id=START, end_id=END, beam_size=1, max_length=12)
     assert len(greedy) == len(beam) == grid.shape[0]
-    for one, [other] in zip(greedy, beam):
+    for one, [other] in zip(greedy, beam, strict=True):
         assert one.finished and other.finished  # the tiny model ends its captions
         assert one.token_ids == other.token_ids
         assert one.log_probability == pytest.approx(other.log_probability, abs=1e-4)
@@ -236,7 +271,7 @@ def test_greedy_and_beam_size_one_agree_when_cut_at_max_length(trained, max_leng
     run, _, grid = trained
     greedy = greedy_decode(run.decoder, grid, start_id=START, end_id=END, max_length=max_length)
     beam = beam_search(run.decoder, grid, start_id=START, end_id=END, beam_size=1, max_length=max_length)
-    for one, [other] in zip(greedy, beam):
+    for one, [other] in zip(greedy, beam, strict=True):
         assert len(one.token_ids) == max_length and not one.finished
         assert one.token_ids == other.token_ids
         assert one.finished == other.finished
@@ -375,9 +410,9 @@ def test_flip_ensemble_of_an_exact_mirror_decodes_as_the_photo_alone():
     options = dict(start_id=START, end_id=END, beam_size=3, n_best=2, max_length=6)
     alone = beam_search(lstm, grid, **options)
     flipped = beam_search(FlipEnsembleDecoder(lstm), torch.cat([grid, mirrored_grid(grid)], dim=-1), **options)
-    for single, pair in zip(alone, flipped):
+    for single, pair in zip(alone, flipped, strict=True):
         assert [h.token_ids for h in pair] == [h.token_ids for h in single]
-        for a, b in zip(single, pair):
+        for a, b in zip(single, pair, strict=True):
             assert b.log_probability == pytest.approx(a.log_probability, abs=1e-4)
             torch.testing.assert_close(b.attention, a.attention)
     # with an ensemble inside, each member reads both views
@@ -502,7 +537,7 @@ def test_samples_stay_with_their_image_when_finished_rows_leave_the_batch():
     grid = torch.zeros(6, 1, 2)
     grid[:, 0, 0], grid[:, 0, 1] = torch.tensor(lengths, dtype=torch.float), torch.tensor(words, dtype=torch.float)
     drawn = sample_captions(CountdownDecoder(), grid, samples=3, start_id=START, end_id=END, max_length=10).captions
-    assert drawn == [([word] * length, True) for length, word in zip(lengths, words) for _ in range(3)]
+    assert drawn == [([word] * length, True) for length, word in zip(lengths, words, strict=True) for _ in range(3)]
 
 
 def test_samples_are_cut_at_max_length_and_never_hold_suppressed_tokens():

@@ -150,12 +150,12 @@ def test_self_critical_reward_adds_weighted_bleu_and_meteor_to_cider():
     keys = list(references)
     drawn = [candidates[key] for key in keys]
     cider = CiderD(references).scores(keys, drawn)
-    bleu = [SentenceBleu(references).score(key, candidate) for key, candidate in zip(keys, drawn)]
+    bleu = [SentenceBleu(references).score(key, candidate) for key, candidate in zip(keys, drawn, strict=True)]
     function_ids = {WORDS.index(word) for word in WORDS if word in FUNCTION_WORDS}
-    meteor = [SentenceMeteor(references, function_ids).score(key, candidate) for key, candidate in zip(keys, drawn)]
+    meteor = [SentenceMeteor(references, function_ids).score(key, candidate) for key, candidate in zip(keys, drawn, strict=True)]
     assert SelfCriticalReward(references).scores(keys, drawn) == cider
     mixed = SelfCriticalReward(references, bleu_weight=2.0).scores(keys, drawn)
-    assert mixed == pytest.approx([c + 2.0 * b for c, b in zip(cider, bleu)])
+    assert mixed == pytest.approx([c + 2.0 * b for c, b in zip(cider, bleu, strict=True)])
     mixed = SelfCriticalReward(references, bleu_weight=2.0, meteor_weight=0.5, function_ids=function_ids).scores(keys, drawn)
-    assert mixed == pytest.approx([c + 2.0 * b + 0.5 * m for c, b, m in zip(cider, bleu, meteor)])
+    assert mixed == pytest.approx([c + 2.0 * b + 0.5 * m for c, b, m in zip(cider, bleu, meteor, strict=True)])
     assert any(b > 0 for b in bleu) and any(m > 0 for m in meteor)

@@ -13,14 +13,14 @@ from PIL import Image
 from safetensors import safe_open
 
 from captioner import train as train_module
-from captioner.checkpoint import load_run, load_tensors, save_tensors, write_run_info
+from captioner.checkpoint import load_run, load_tensors, read_json, save_tensors, write_run_info
 from captioner.cli import main
 from captioner.config import TrainConfig, config_from_dict
+from captioner.data.text import SPECIAL_TOKENS, Vocabulary
 from captioner.errors import CaptionerError
 from captioner.evaluate import evaluate_run
 from captioner.inference import Captioner
 from captioner.metrics import METRIC_NAMES, fast_scores, score_captions, spice_unavailable_reason
-from captioner.data.text import SPECIAL_TOKENS, Vocabulary
 from captioner.pipeline import extract_prepared_features
 from captioner.train import HISTORY_COLUMNS, CaptionBatches, train
 
@@ -243,11 +243,11 @@ def test_flip_augmentation_shows_each_image_once_per_epoch_as_is_or_mirrored():
     grid, mirrored_grid = torch.zeros(40, 2, 3, dtype=torch.float16), torch.ones(40, 2, 3, dtype=torch.float16)
     data = CaptionBatches(names, grid, captions, vocabulary, 30, mirrored_grid=mirrored_grid)
     seen = []
-    for batch_grid, batch_captions, lengths, image_index, rows in data.batches(8, shuffle_seed=3):
+    for batch_grid, batch_captions, _lengths, image_index, rows in data.batches(8, shuffle_seed=3):
         seen += rows
         for position, row in enumerate(rows):
             assert bool(batch_grid[position].eq(1).all()) == (row >= 40)  # the mirrored rows' features
-        for caption, image in zip(batch_captions.tolist(), image_index.tolist()):
+        for caption, image in zip(batch_captions.tolist(), image_index.tolist(), strict=True):
             words = vocabulary.decode(caption)
             if len(words) == 5:
                 assert words[-1] == ("right" if rows[image] >= 40 else "left")
@@ -364,10 +364,41 @@ def test_save_load_round_trip_gives_identical_captions(tiny_run, tiny_captioner,
     images = [tiny_flickr / "images" / name for name in ("red_square_0.jpg", "blue_circle_3.jpg", "green_square_2.jpg")]
     before = tiny_captioner.caption(images, beam_size=3, n_best=2)
     after = reloaded.caption(images, beam_size=3, n_best=2)
-    for one, other in zip(before, after):
+    for one, other in zip(before, after, strict=True):
         assert one.text == other.text
         assert one.log_probability == other.log_probability
         assert [item.text for item in one.alternatives] == [item.text for item in other.alternatives]
+
+
+def test_a_run_records_its_commit_and_package_versions_and_keeps_them_when_resumed(tiny_run, tmp_path, monkeypatch):
+    import subprocess
+
+    import captioner.checkpoint
+    from captioner.provenance import provenance
+
+    info = load_run(tiny_run).info
+    recorded = info["provenance"]
+    assert recorded["torch_build"] == torch.__version__ and torch.__version__.startswith(recorded["packages"]["torch"])
+    assert recorded["packages"]["efficientnet-lite-pytorch"] == "0.1.0"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    if head.returncode == 0:  # a checkout (CI clones one); an sdist has no commit to record
+        assert recorded["git_commit"] == head.stdout.strip() and isinstance(recorded["git_dirty"], bool)
+    run = load_run(tiny_run)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+
+    def write() -> None:
+        write_run_info(copy, run.config, encoder_sha256=info["encoder"]["weights_sha256"], encoder_channels=1280,
+                       vocabulary=run.vocabulary)
+
+    write()
+    write()  # resumed with the same code: nothing to add
+    assert read_json(copy / "config.json")["provenance"] == provenance() and "resumed_with" not in read_json(copy / "config.json")
+    later = {**provenance(), "git_commit": "0" * 40}
+    monkeypatch.setattr(captioner.checkpoint, "provenance", lambda: later)
+    write()
+    written = read_json(copy / "config.json")
+    assert written["provenance"] == provenance() and written["resumed_with"] == [later]
 
 
 def test_resume_weights_can_be_loaded_as_a_run(tiny_run):

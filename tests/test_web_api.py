@@ -18,12 +18,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import draw_shape
 from PIL import Image
+from servers import BackgroundServer
 
 from captioner.inference import Captioner
-from captioner.web.app import BackgroundServer, create_app, read_test_scores
+from captioner.web.api import read_test_scores
+from captioner.web.app import create_app
 from captioner.web.batching import DecodeOptions, MicroBatcher, Overloaded
-from conftest import draw_shape
 
 UPLOAD_LIMIT = 200_000  # small, so the 413 test needs no big file
 MAX_FILES = 3
@@ -70,7 +72,8 @@ def client(captioner):
         yield http
 
 
-def post_one(client: httpx.Client, data: bytes, name: str = "photo.jpg", content_type: str = "image/jpeg", **form) -> httpx.Response:
+def post_one(client: httpx.Client, data: bytes, name: str = "photo.jpg", content_type: str = "image/jpeg",
+             **form) -> httpx.Response:
     return client.post("/api/caption", files={"file": (name, data, content_type)}, data={k: str(v) for k, v in form.items()})
 
 
@@ -159,6 +162,38 @@ def test_openapi_schema_documents_every_endpoint(client):
     body_ref = caption["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].split("/")[-1]
     assert {"file", "beam_size", "n_best", "attention"} <= set(schema["components"]["schemas"][body_ref]["properties"])
     assert {"200", "400", "413", "422", "503", "504"} <= set(caption["responses"])
+
+
+def test_openapi_schema_marks_the_image_fields_required(client):
+    # a schema-driven client (schemathesis, generated SDKs) must never send a caption request without its image
+    schema = client.get("/api/openapi.json").json()
+    bodies = {}
+    for path, field in (("/api/caption", "file"), ("/api/captions", "files")):
+        request_body = schema["paths"][path]["post"]["requestBody"]
+        assert request_body["required"] is True, path
+        reference = request_body["content"]["multipart/form-data"]["schema"]["$ref"]
+        bodies[field] = schema["components"]["schemas"][reference.split("/")[-1]]
+        assert bodies[field].get("required") == [field], path  # the options all have defaults
+    assert bodies["files"]["properties"]["files"]["minItems"] == 1  # an empty list is no image either
+
+
+@pytest.mark.parametrize("decode", [{"length_penalty": 1.0}, {"rerank_neighbours": 4, "rerank_weight": 2.0}],
+                         ids=["length-normalised", "reranked"])
+def test_candidates_come_in_descending_score_order_with_their_log_probability(served_run, decode):
+    # the ranking score is not the log-probability here, so ranking by the wrong one would show
+    ranking = Captioner.load(served_run)
+    ranking.config.decode = dataclasses.replace(ranking.config.decode, **decode)
+    with BackgroundServer(create_app(ranking, batch_wait_ms=1)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        responses = [post_one(http, image, beam_size=5, n_best=5) for image in (RED_CIRCLE, BLUE_SQUARE)]
+    for response in responses:
+        assert response.status_code == 200, response.text
+        result = response.json()
+        candidates = [result, *result["alternatives"]]
+        assert len(candidates) == 5
+        scores = [candidate["score"] for candidate in candidates]
+        assert scores == sorted(scores, reverse=True), scores
+        assert all(candidate["score"] != candidate["log_probability"] for candidate in candidates)
+        assert all(candidate["log_probability"] <= 0 for candidate in candidates)
 
 
 def test_page_and_assets_are_served_without_external_urls(client):
@@ -293,7 +328,7 @@ def test_concurrent_requests_share_batches_and_keep_their_own_options(captioner)
             results = list(pool.map(lambda form: post_one(http, RED_CIRCLE, **form).json(), options))
     sizes = [result["batch_size"] for result in results]
     assert max(sizes) >= 2 and max(sizes) <= 4  # batched together, never past the cap
-    for form, result in zip(options, results):
+    for form, result in zip(options, results, strict=True):
         assert result["beam_size"] == int(form["beam_size"])
         assert len(result["alternatives"]) == int(form.get("n_best", 1)) - 1
     # batching does not change the answer

@@ -5,24 +5,44 @@ the error while the first result stays; also by keyboard and on a 375 px wide sc
 """
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_FLICKR8K, draw_shape
+from servers import BackgroundServer
 
 from captioner.inference import Captioner
-from captioner.web.app import BackgroundServer, create_app
-from conftest import SHARED_FLICKR8K, draw_shape
+from captioner.web.app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: install it with `apt-get install -y chromium`")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason=f"{CHROMIUM} not found: install it with `apt-get install -y chromium`")
+
+
+# the page's own fallback is 3 beams and 3 candidates; the run decodes like the best preset (length penalty,
+# consensus reranking, so a candidate's score is not its log-probability) with a beam of its own
+RUN_DECODE = {"beam_size": 2, "length_penalty": 1.0, "rerank_neighbours": 4, "rerank_weight": 2.0}
 
 
 @pytest.fixture(scope="module")
-def server_url(tiny_run):
-    with BackgroundServer(create_app(Captioner.load(tiny_run))) as url:
+def page_run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run whose config.json decodes with RUN_DECODE."""
+    run = tmp_path_factory.mktemp("page") / "tiny"
+    shutil.copytree(tiny_run, run)
+    info = json.loads((run / "config.json").read_text())
+    info["config"]["decode"].update(RUN_DECODE)
+    (run / "config.json").write_text(json.dumps(info))
+    return run
+
+
+@pytest.fixture(scope="module")
+def server_url(page_run):
+    with BackgroundServer(create_app(Captioner.load(page_run))) as url:
         yield url
 
 
@@ -50,10 +70,20 @@ def photos(tmp_path) -> dict[str, Path]:
 
 
 def heatmap_pixels(card) -> int:
-    """How many pixels of the card's overlay canvas are drawn (not fully transparent)."""
+    """How many pixels of the card's overlay canvas are drawn (not fully transparent).
+
+    A one-shot `evaluate` works under the page's CSP (no 'unsafe-eval'): Chromium lets DevTools evaluate code
+    from strings. What it blocks is Playwright re-evaluating a string later, from the page's own timers, as
+    `wait_for_function` does while it polls; so every wait here is a locator assertion (`expect`) instead.
+    """
     return card.locator("canvas.heatmap").evaluate(
         "canvas => { const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;"
         " let drawn = 0; for (let i = 3; i < data.length; i += 4) if (data[i] > 0) drawn++; return drawn; }")
+
+
+def shown_score(candidate: dict) -> str:
+    """How the page labels a candidate: the score it is ranked by, then its log-probability."""
+    return f"score {candidate['score']:.2f} · log p {candidate['log_probability']:.2f}"
 
 
 def test_caption_heatmap_and_error_in_a_real_browser(browser, server_url, photos, tmp_path):
@@ -63,28 +93,44 @@ def test_caption_heatmap_and_error_in_a_real_browser(browser, server_url, photos
     page_errors: list[str] = []
     page.on("pageerror", lambda error: page_errors.append(str(error)))
     page.goto(server_url)
-    page.wait_for_function("document.querySelector('#model-info').textContent.includes('efficientnet-lite0')")
+    expect(page.locator("#model-info")).to_contain_text("efficientnet-lite0")
+    # the options start at the run's own beam size, and the candidates shown cannot exceed it
+    expect(page.locator("#beam-size")).to_have_value(str(RUN_DECODE["beam_size"]))
+    expect(page.locator("#n-best")).to_have_value(str(RUN_DECODE["beam_size"]))
 
     # keyboard: the file picker is reachable with Tab
+    file_input = page.locator("#file-input")
     for _ in range(4):
         page.keyboard.press("Tab")
-        if page.evaluate("document.activeElement.id") == "file-input":
+        if page.locator("#file-input:focus").count():
             break
-    assert page.evaluate("document.activeElement.id") == "file-input"
+    expect(file_input).to_be_focused()
 
-    page.set_input_files("#file-input", str(photos["photo"]))
+    with page.expect_response(lambda response: response.url.endswith("/api/caption")) as answer:
+        page.set_input_files("#file-input", str(photos["photo"]))
+    result = answer.value.json()
+    assert (result["beam_size"], result["n_best"]) == (RUN_DECODE["beam_size"], RUN_DECODE["beam_size"])
     card = page.locator(".card[data-state='done']")
     card.wait_for(timeout=60_000)
     caption = card.locator(".caption").inner_text().strip()
-    assert caption and card.locator(".word").count() == len(caption.split())
+    assert caption and caption == result["caption"] and card.locator(".word").count() == len(caption.split())
     assert card.locator("img.preview").get_attribute("alt").lower().rstrip(".") == caption  # alt text for the preview
-    assert card.locator(".alternatives li").count() == 2  # the other beam candidates (n-best 3)
+    expect(card.locator(".alternatives li")).to_have_count(RUN_DECODE["beam_size"] - 1)  # the other beam candidates
     expect(page.locator("#status")).to_contain_text(caption, ignore_case=True)  # announced in the live region
+
+    # each candidate shows the score the list is ranked by (here not its log-probability), best first
+    candidates = [result, *result["alternatives"]]
+    assert any(candidate["score"] != candidate["log_probability"] for candidate in candidates)
+    expect(card.locator(".actions .score")).to_have_text(shown_score(result))
+    expect(card.locator(".alternatives li .score")).to_have_text([shown_score(other) for other in result["alternatives"]])
+    labels = [card.locator(".actions .score").inner_text(), *card.locator(".alternatives li .score").all_inner_texts()]
+    shown = [float(label.split()[1]) for label in labels]  # "score -4.21 · log p -6.00"
+    assert shown == sorted(shown, reverse=True)
 
     assert heatmap_pixels(card) == 0
     word = card.locator(".word").first
     word.focus()
-    page.wait_for_function("document.querySelector('canvas.heatmap').dataset.showing === 'true'")
+    expect(card.locator("canvas.heatmap")).to_have_attribute("data-showing", "true")
     assert heatmap_pixels(card) > 1000
     assert card.locator(".where").inner_text().startswith(f"“{word.inner_text()}”: the model looked ")
     page.keyboard.press("ArrowRight")  # arrow keys walk along the words
@@ -100,11 +146,11 @@ def test_caption_heatmap_and_error_in_a_real_browser(browser, server_url, photos
     error.wait_for(timeout=30_000)
     assert "broken.jpg: not an image file" in error.inner_text()
     expect(page.locator("#status")).to_contain_text("Rejected. broken.jpg: not an image file")
-    assert page.locator(".card[data-state='done']").count() == 1  # the earlier result stays
-    assert page.locator(".card").first.locator(".filename").inner_text() == "broken.jpg"  # newest first
+    expect(page.locator(".card[data-state='done']")).to_have_count(1)  # the earlier result stays
+    expect(page.locator(".card").first.locator(".filename")).to_have_text("broken.jpg")  # newest first
 
     card.locator(".word").first.focus()
-    page.wait_for_function("document.querySelector('.card[data-state=done] canvas.heatmap').dataset.showing === 'true'")
+    expect(card.locator("canvas.heatmap")).to_have_attribute("data-showing", "true")
     screenshot = tmp_path / "captioner-page.png"
     page.screenshot(path=str(screenshot), full_page=True)
     print(f"screenshot: {screenshot}")

@@ -1,6 +1,7 @@
 """Run directories: safetensors for tensors, JSON for everything else, atomic writes, no pickle.
 
-    config.json                 config, encoder name + weights sha256, vocabulary size, code version
+    config.json                 config, encoder name + weights sha256, vocabulary size, code version and provenance
+                                (git commit, uncommitted changes, Python and package versions)
     vocab.json                  the vocabulary
     model.safetensors           the best decoder weights (by dev CIDEr)
     trainer_state.safetensors   last epoch's decoder + optimizer tensors, for resuming
@@ -25,6 +26,7 @@ from captioner.data.text import Vocabulary
 from captioner.errors import CaptionerError
 from captioner.io import atomic_write, atomic_write_json
 from captioner.model import build_decoder
+from captioner.provenance import provenance
 
 
 @dataclass
@@ -62,11 +64,24 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_run_info(folder: Path, config: Config, *, encoder_sha256: str, encoder_channels: int, vocabulary: Vocabulary) -> None:
+    """config.json (and vocab.json). A resumed run keeps the provenance it started with; code or packages that differ
+    from every earlier session's are appended to `resumed_with`."""
+    current = provenance()
+    try:
+        earlier = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        earlier = {}
+    started = earlier.get("provenance") if isinstance(earlier, dict) else None
+    resumed_with = list(earlier.get("resumed_with", [])) if started else []
+    if started and current != started and current not in resumed_with:
+        resumed_with.append(current)
     atomic_write_json(folder / "config.json", {
         "config": config.to_dict(),
         "encoder": {"name": config.encoder.name, "weights_sha256": encoder_sha256, "channels": encoder_channels},
         "vocabulary_size": len(vocabulary),
         "code_version": __version__,
+        "provenance": started or current,
+        **({"resumed_with": resumed_with} if resumed_with else {}),
     })
     vocabulary.save(folder / "vocab.json")
 

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from captioner.config import default_data_dir
 from captioner.errors import CaptionerError
 
 
@@ -124,7 +125,7 @@ def command_caption(args: argparse.Namespace) -> int:
                                      flip_ensemble=args.flip_ensemble)
     failed = 0
     records = []
-    for path, result in zip(inputs, results):
+    for path, result in zip(inputs, results, strict=True):
         if isinstance(result, Exception):
             failed += 1
             records.append({"image": str(path), "error": str(result)})
@@ -137,9 +138,9 @@ def command_caption(args: argparse.Namespace) -> int:
         if args.n_best == 1:
             print(f"{path}\t{result.text}")
         else:
-            print(str(path))
+            print(f"{path}\t(score: what the list is ranked by; log p: the model's log-probability)")
             for candidate in [result, *result.alternatives]:
-                print(f"  {candidate.log_probability:8.3f}  {candidate.text}")
+                print(f"  score {candidate.score:8.3f}  log p {candidate.log_probability:8.3f}  {candidate.text}")
     if args.json:
         print(json.dumps(records, indent=2))
     if failed:
@@ -160,13 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     prepare = commands.add_parser("prepare", help="read Flickr8k, write prepared captions and vocabulary")
-    prepare.add_argument("--data", help="Flickr8k folder (default: $FLICKR8K_DIR or ../shared/flickr8k)")
+    prepare.add_argument("--data", help="Flickr8k folder (default: $FLICKR8K_DIR or data/flickr8k)")
     prepare.add_argument("--out", help="where to write (default: data.prepared_dir)")
     _add_config_arguments(prepare)
     prepare.set_defaults(handler=command_prepare)
 
     download = commands.add_parser("download", help="download Flickr8k from its public mirror (when no local copy exists)")
-    download.add_argument("--out", default="data/flickr8k")
+    download.add_argument("--out", default=default_data_dir(),
+                          help="where to put it (default: $FLICKR8K_DIR or data/flickr8k, where `prepare` looks)")
     download.set_defaults(handler=command_download)
 
     features = commands.add_parser("features", help="extract and cache grid features for the prepared images")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,8 @@ from captioner.errors import CaptionerError
 
 
 def default_data_dir() -> str:
-    """Flickr8k location: $FLICKR8K_DIR, else the shared copy beside the project."""
-    return os.environ.get("FLICKR8K_DIR", "../shared/flickr8k")
+    """Flickr8k location: $FLICKR8K_DIR, else data/flickr8k (where `captioner download` puts it)."""
+    return os.environ.get("FLICKR8K_DIR", "data/flickr8k")
 
 
 @dataclass
@@ -59,8 +60,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     attention_regularisation: float = 1.0  # lambda of the doubly stochastic penalty
     early_stopping_patience: int = 4  # evaluated cross-entropy epochs without a better dev CIDEr
-    # epochs before this one skip the dev evaluation (31 s each on the whole dev split on a slow day), so they cannot become
-    # the kept best epoch; the last cross-entropy epoch (where SCST starts from) and the last epoch are always evaluated
+    # epochs before this one skip the dev evaluation, so they cannot become the kept best epoch; the last
+    # cross-entropy epoch (where SCST starts from) and the last epoch are always evaluated
     dev_evaluation_from_epoch: int = 1
     # self-critical sequence training (Rennie et al. 2017) after cross-entropy, from its best checkpoint
     scst_epochs: int = 0
@@ -134,6 +135,13 @@ def _set(config: Config, dotted_key: str, value: Any) -> None:
         raise CaptionerError(f"config key '{dotted_key}' expects true/false, got {value!r}")
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if isinstance(current, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CaptionerError(f"config key '{dotted_key}' expects a finite number, got {value!r}")
     if not isinstance(value, type(current)) or (isinstance(value, bool) and not isinstance(current, bool)):  # bool is an int
         raise CaptionerError(f"config key '{dotted_key}' expects {type(current).__name__}, got {value!r}")
     setattr(target, parts[-1], value)
@@ -180,11 +188,74 @@ def _read_preset(path: Path, extended_by: tuple[Path, ...] = ()) -> dict[str, An
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML preset (or the defaults) and apply `section.key=value` overrides."""
+    """Read a YAML preset (or the defaults), apply `section.key=value` overrides, and validate the result."""
     config = config_from_dict(_read_preset(Path(path)) if path is not None else {})
     for override in overrides or []:
         if "=" not in override:
             raise CaptionerError(f"override must look like section.key=value, got '{override}'")
         key, raw = override.split("=", 1)
-        _set(config, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise CaptionerError(f"override {override!r}: the value is not valid YAML") from None
+        _set(config, key.strip(), value)
+    validate_config(config)
     return config
+
+
+MODEL_TYPES = ("lstm-attention", "transformer")
+LR_SCHEDULES = ("cosine", "constant")
+# (dotted key, lowest allowed, whether the lowest itself is allowed, highest or None); checked in this order
+RANGES: tuple[tuple[str, float, bool, float | None], ...] = (
+    ("data.min_word_count", 1, True, None), ("data.max_caption_length", 1, True, None),
+    ("encoder.batch_size", 1, True, None),
+    ("model.embed_dim", 1, True, None), ("model.feature_dim", 1, True, None), ("model.attention_dim", 1, True, None),
+    ("model.hidden_dim", 1, True, None), ("model.dropout", 0, True, 1), ("model.layers", 1, True, None),
+    ("model.encoder_layers", 0, True, None), ("model.heads", 1, True, None), ("model.ff_dim", 1, True, None),
+    ("train.epochs", 1, True, None), ("train.images_per_batch", 1, True, None), ("train.learning_rate", 0, False, None),
+    ("train.weight_decay", 0, True, None), ("train.warmup_steps", 0, True, None), ("train.grad_clip", 0, False, None),
+    ("train.label_smoothing", 0, True, 1), ("train.attention_regularisation", 0, True, None),
+    ("train.early_stopping_patience", 1, True, None), ("train.dev_evaluation_from_epoch", 1, True, None),
+    ("train.scst_epochs", 0, True, None), ("train.scst_learning_rate", 0, False, None), ("train.scst_max_length", 1, True, None),
+    # a negative reward weight would punish matching the references
+    ("train.scst_bleu_weight", 0, True, None), ("train.scst_meteor_weight", 0, True, None),
+    ("train.seed", 0, True, None), ("train.threads", 0, True, None),
+    ("train.max_train_images", 0, True, None), ("train.max_dev_images", 0, True, None),
+    ("decode.beam_size", 1, True, None), ("decode.max_length", 1, True, None), ("decode.length_penalty", 0, True, None),
+    ("decode.n_best", 1, True, None), ("decode.rerank_neighbours", 0, True, None), ("decode.rerank_weight", 0, True, None),
+)
+
+
+def _value(config: Config, dotted_key: str) -> Any:
+    target: Any = config
+    for part in dotted_key.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def validate_config(config: Config) -> None:
+    """Refuse a config that would fail later, before any data is read or any file is written: every problem found,
+    on one line."""
+    from captioner.encoders import ENCODERS  # the registry is the one list of names
+
+    problems = []
+    if config.model.type not in MODEL_TYPES:
+        problems.append(f"model.type must be one of {', '.join(MODEL_TYPES)}, got {config.model.type!r}")
+    if config.train.lr_schedule not in LR_SCHEDULES:
+        problems.append(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {config.train.lr_schedule!r}")
+    if config.encoder.name not in ENCODERS:
+        problems.append(f"encoder.name must be one of {', '.join(ENCODERS)}, got {config.encoder.name!r}")
+    for key, lowest, inclusive, highest in RANGES:
+        value = _value(config, key)
+        if value < lowest or (not inclusive and value == lowest):
+            problems.append(f"{key} must be {'>=' if inclusive else '>'} {lowest}, got {value}")
+        elif highest is not None and value >= highest:
+            problems.append(f"{key} must be below {highest}, got {value}")
+    if config.train.scst_epochs and config.train.scst_samples < 2:
+        problems.append(f"train.scst_samples must be >= 2 (each sample's baseline is the others' mean), got {config.train.scst_samples}")
+    if config.model.type == "transformer" and config.model.heads >= 1 and config.model.embed_dim % config.model.heads:
+        problems.append(f"model.embed_dim ({config.model.embed_dim}) must be a multiple of model.heads ({config.model.heads})")
+    if config.decode.n_best > config.decode.beam_size:
+        problems.append(f"decode.n_best ({config.decode.n_best}) cannot exceed decode.beam_size ({config.decode.beam_size})")
+    if problems:
+        raise CaptionerError("invalid config: " + "; ".join(problems))

@@ -22,7 +22,7 @@ class Hypothesis:
 class EnsembleState:
     states: list  # one decoding state per member
 
-    def select(self, index: torch.Tensor) -> "EnsembleState":
+    def select(self, index: torch.Tensor) -> EnsembleState:
         return EnsembleState([state.select(index) for state in self.states])
 
 
@@ -43,7 +43,7 @@ class EnsembleDecoder:
         return EnsembleState([decoder.init_state(grid) for decoder in self.decoders])
 
     def step(self, state: EnsembleState, previous_tokens: torch.Tensor) -> tuple[torch.Tensor, EnsembleState, torch.Tensor]:
-        outputs = [decoder.step(member, previous_tokens) for decoder, member in zip(self.decoders, state.states)]
+        outputs = [decoder.step(member, previous_tokens) for decoder, member in zip(self.decoders, state.states, strict=True)]
         log_probs = torch.stack([log_probs for log_probs, _, _ in outputs]).mean(dim=0).log_softmax(dim=-1)  # (rows, vocab)
         weights = torch.stack([self._in_photo_layout(position, weights)
                                for position, (_, _, weights) in enumerate(outputs)]).mean(dim=0)  # (rows, pixels)

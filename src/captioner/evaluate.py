@@ -48,7 +48,8 @@ def write_report(path: Path, run_name: str, split: str, metrics: dict[str, Any])
         f"# Evaluation of `{run_name}` on the Flickr8k {split} split",
         "",
         f"{metrics['images']} images, {metrics['references_per_image']:.1f} references each; beam size {metrics['beam_size']}, "
-        f"length penalty {metrics['length_penalty']}{_reranking(metrics)}{_flips(metrics)}; scores in percent (pycocoevalcap, PTB tokenizer).",
+        f"length penalty {metrics['length_penalty']}{_reranking(metrics)}{_flips(metrics)}; "
+        "scores in percent (pycocoevalcap, PTB tokenizer).",
         "",
         "| system | " + " | ".join(columns) + " |",
         "|---" * (len(columns) + 1) + "|",
@@ -103,7 +104,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     for start in range(0, len(names), 50):
         batch = names[start : start + 50]
         views = cache.load(batch), (mirrored.load(batch) if mirrored is not None else None)
-        for name, caption in zip(batch, captioner.decode(*views, **options)):
+        for name, caption in zip(batch, captioner.decode(*views, **options), strict=True):
             captions[name] = caption
     decode_seconds = time.perf_counter() - started
     references = {name: [" ".join(words) for words in references_by_image[name]] for name in names}

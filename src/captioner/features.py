@@ -148,7 +148,8 @@ def extract_features(
     done = len(image_names) - start
     if done:
         log.info("extracted %d images in %.1f s (%.1f images/s)", done, elapsed, done / max(elapsed, 1e-9))
-        print(f"feature extraction{' (mirrored)' if mirrored else ''}: {done} images in {elapsed:.1f} s, {done / max(elapsed, 1e-9):.1f} images/s")
+        rate = done / max(elapsed, 1e-9)
+        print(f"feature extraction{' (mirrored)' if mirrored else ''}: {done} images in {elapsed:.1f} s, {rate:.1f} images/s")
     if progress["failed"]:
         print(f"{len(progress['failed'])} images could not be read and were skipped: {', '.join(list(progress['failed'])[:5])}")
     del features

@@ -31,7 +31,7 @@ class Caption:
     score: float  # the ranking score: log-probability (length-normalised when asked), plus the consensus when reranked
     attention: np.ndarray  # (len(tokens) + finished, grid, grid): where the model looked for each word and <end>
     finished: bool = True  # False when the caption hit the length limit before <end>
-    alternatives: list["Caption"] = field(default_factory=list)  # the other n-best candidates
+    alternatives: list[Caption] = field(default_factory=list)  # the other n-best candidates
 
     def to_dict(self, *, attention: bool = False) -> dict[str, Any]:
         record: dict[str, Any] = {"text": self.text, "log_probability": round(self.log_probability, 4),
@@ -83,7 +83,7 @@ class Captioner:
         return self._memory
 
     @classmethod
-    def load(cls, run_dir: str | Path, *, ensemble: Sequence[str | Path] = ()) -> "Captioner":
+    def load(cls, run_dir: str | Path, *, ensemble: Sequence[str | Path] = ()) -> Captioner:
         return cls(run_dir, ensemble=ensemble)
 
     def encode(self, images: Sequence[ImageInput], *, flip_ensemble: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -181,6 +181,6 @@ class Captioner:
                     results[position] = ImageError(f"{describe(images[position])}: {type(error).__name__}: {error}")
             if pixels:
                 views = self.encode_pixels(torch.stack(pixels), flip_ensemble=options.get("flip_ensemble"))
-                for position, caption in zip(positions, self.decode(*views, **options)):
+                for position, caption in zip(positions, self.decode(*views, **options), strict=True):
                     results[position] = caption
         return results

@@ -9,12 +9,16 @@ Either way the grid is projected and its attention keys computed once per image,
 """
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,7 +32,7 @@ class DecoderState:
     # which image each row attends to, when `memory` and `keys` hold one row per image (teacher forcing)
     image_rows: torch.Tensor | None = None
 
-    def select(self, index: torch.Tensor) -> "DecoderState":
+    def select(self, index: torch.Tensor) -> DecoderState:
         """Rows in the order of `index` (beam reordering, expanding images to captions)."""
         if self.image_rows is not None:
             return DecoderState(self.memory, self.keys, self.hidden.index_select(0, index), self.cell.index_select(0, index),
@@ -101,6 +105,33 @@ class AdditiveAttention(torch.autograd.Function):
         return memory_grad, keys_grad, None, query_grad, score_weight_grad, score_bias_grad
 
 
+@functools.cache
+def hand_written_attention_works() -> bool:
+    """Whether `AdditiveAttention`'s backward runs and matches autograd on this torch. It calls two private ops
+    (`torch._softmax_backward_data`, `aten.tanh_backward`) that a future release may change; then training falls back
+    to `AdditiveAttention.reference` (the same values, a few percent slower per step) instead of breaking."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(3, 4, 5, generator=generator), torch.randn(3, 4, 6, generator=generator),
+              torch.randn(5, 6, generator=generator), torch.randn(1, 6, generator=generator), torch.randn(1, generator=generator)]
+    image_rows = torch.tensor([0, 2, 1, 1, 0])
+    gradients = []
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            for attend in (AdditiveAttention.apply, AdditiveAttention.reference):
+                leaves = [tensor.clone().requires_grad_() for tensor in inputs]
+                context, weights = attend(leaves[0], leaves[1], image_rows, *leaves[2:])
+                (context.sum() + (weights * weights).sum()).backward()
+                gradients.append([leaf.grad for leaf in leaves])
+        if all(torch.allclose(fast, plain, rtol=1e-5, atol=1e-6) for fast, plain in zip(*gradients, strict=True)):
+            return True
+        problem = "its gradients differ from autograd's"
+    except (AttributeError, RuntimeError, TypeError) as error:
+        problem = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    log.warning("torch %s: the attention's hand-written backward does not work (%s); training uses autograd's "
+                "(same results, a few percent slower)", torch.__version__, problem)
+    return False
+
+
 @dataclass
 class TeacherForcedOutput:
     logits: torch.Tensor  # (valid tokens, vocab) packed in time-major order
@@ -153,8 +184,11 @@ class AttentionLSTMDecoder(nn.Module):
 
     def _attend(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
         query = self.attention_query(state.hidden)  # (rows, attention_dim)
-        context, weights = AdditiveAttention.apply(state.memory, state.keys, state.image_rows, query,
-                                                   self.attention_score.weight, self.attention_score.bias)
+        # the forward is public ops alone: only a step that will need gradients depends on the private ones
+        fast = not torch.is_grad_enabled() or hand_written_attention_works()
+        attend = AdditiveAttention.apply if fast else AdditiveAttention.reference
+        context, weights = attend(state.memory, state.keys, state.image_rows, query,
+                                  self.attention_score.weight, self.attention_score.bias)
         return context * torch.sigmoid(self.gate(state.hidden)), weights  # (rows, feature_dim), (rows, pixels)
 
     def _cell(self, state: DecoderState, embedding_gates: torch.Tensor) -> tuple[DecoderState, torch.Tensor, torch.Tensor]:
@@ -307,7 +341,7 @@ class TransformerState:
     past_keys: torch.Tensor  # self-attention cache of the steps so far
     past_values: torch.Tensor
 
-    def select(self, index: torch.Tensor) -> "TransformerState":
+    def select(self, index: torch.Tensor) -> TransformerState:
         return TransformerState(self.grid_keys[:, index], self.grid_values[:, index], self.past_keys[:, index], self.past_values[:, index])
 
 
@@ -383,7 +417,7 @@ class TransformerDecoder(nn.Module):
             steps = int(lengths[chunk].max()) - 1
             x = self._embed(captions[chunk, :steps], 0)  # (chunk, steps, dim)
             chunk_images = image_index[chunk]
-            for block, (grid_keys, grid_values) in zip(self.blocks, grid_kv):
+            for block, (grid_keys, grid_values) in zip(self.blocks, grid_kv, strict=True):
                 x, _, _ = block(x, causal=True, grid_keys=grid_keys.index_select(0, chunk_images),
                                 grid_values=grid_values.index_select(0, chunk_images))
             chunk_targets = captions[chunk, 1 : steps + 1]  # (chunk, steps)

@@ -56,11 +56,11 @@ class CaptionMemory:
         self.cider = CiderD({str(row): image_captions for row, image_captions in enumerate(self.captions)})
 
     @classmethod
-    def load(cls, path: str | Path) -> "CaptionMemory":
+    def load(cls, path: str | Path) -> CaptionMemory:
         tensors = load_tensors(path)
         try:
             captions: list[list[list[int]]] = [[] for _ in range(tensors["features"].shape[0])]
-            for image, caption in zip(tensors["caption_image"].tolist(), tensors["captions"].tolist()):
+            for image, caption in zip(tensors["caption_image"].tolist(), tensors["captions"].tolist(), strict=True):
                 captions[image].append([token for token in caption if token != 0])
             return cls(tensors["features"], captions)
         except (KeyError, IndexError, ValueError):
@@ -77,7 +77,7 @@ class CaptionMemory:
         if neighbours < 1:
             raise ValueError(f"consensus reranking needs at least 1 neighbour, got {neighbours}")
         reranked = []
-        for rows, candidates in zip(self.nearest(grid, neighbours).tolist(), hypotheses):
+        for rows, candidates in zip(self.nearest(grid, neighbours).tolist(), hypotheses, strict=True):
             keys = [str(row) for row in rows]
             rescored = [dataclasses.replace(hypothesis, score=hypothesis.score + weight * self.cider.consensus(keys, hypothesis.token_ids))
                         for hypothesis in candidates]

@@ -85,7 +85,7 @@ class CiderD:
     def scores(self, keys: Sequence[str], candidates: Sequence[Sequence[int]]) -> list[float]:
         if len(keys) != len(candidates):
             raise ValueError(f"got {len(keys)} keys for {len(candidates)} candidates")
-        return [self.score(key, candidate) for key, candidate in zip(keys, candidates)]
+        return [self.score(key, candidate) for key, candidate in zip(keys, candidates, strict=True)]
 
 
 class SentenceBleu:
@@ -222,5 +222,5 @@ class SelfCriticalReward:
     def scores(self, keys: Sequence[str], candidates: Sequence[Sequence[int]]) -> list[float]:
         scores = self.cider.scores(keys, candidates)
         for weight, scorer in self.extra_terms:
-            scores = [score + weight * scorer.score(key, candidate) for score, key, candidate in zip(scores, keys, candidates)]
+            scores = [score + weight * scorer.score(key, candidate) for score, key, candidate in zip(scores, keys, candidates, strict=True)]
         return scores

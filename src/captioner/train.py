@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from captioner.checkpoint import load_tensors, load_trainer_state, read_json, save_tensors, save_trainer_state, write_run_info
-from captioner.config import Config, TrainConfig
+from captioner.config import Config, TrainConfig, validate_config
 from captioner.data.flickr import load_prepared
 from captioner.data.text import Vocabulary
 from captioner.decoding import greedy_decode, sample_captions, suppress_tokens
@@ -42,7 +42,8 @@ HISTORY_COLUMNS = ("epoch", "phase", "learning_rate", "train_loss", "train_rewar
 # differ too (a length penalty tuned after training)
 RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping_patience", "train.threads", "train.scst_epochs",
                      "train.scst_learning_rate", "train.scst_samples", "train.scst_max_length", "train.scst_bleu_weight",
-                     "train.scst_meteor_weight", "train.dev_evaluation_from_epoch", "encoder.batch_size"}
+                     "train.scst_meteor_weight", "train.dev_evaluation_from_epoch", "encoder.batch_size",
+                     "data.data_dir"}  # where the raw photos live: training reads the prepared data
 
 
 class CaptionBatches:
@@ -69,7 +70,7 @@ class CaptionBatches:
     def reward(self, settings: TrainConfig) -> SelfCriticalReward:
         """The SCST reward against each row's captions (CIDEr-D with document frequencies from them too),
         with the BLEU-4 and METEOR-like terms `settings` weighs in."""
-        return SelfCriticalReward({key: [ids[1:-1] for ids in captions] for key, captions in zip(self.keys, self.captions)},
+        return SelfCriticalReward({key: [ids[1:-1] for ids in captions] for key, captions in zip(self.keys, self.captions, strict=True)},
                                   bleu_weight=settings.scst_bleu_weight, meteor_weight=settings.scst_meteor_weight,
                                   function_ids=self.function_ids)
 
@@ -197,7 +198,7 @@ def validate(decoder, data: CaptionBatches, vocabulary: Vocabulary, config: Conf
                                                           max_length=config.decode.max_length,
                                                           suppress_ids=vocabulary.never_emitted_ids)):
             candidates[data.names[start + offset]] = " ".join(vocabulary.decode(hypothesis.token_ids))
-    references = {name: refs for name, refs in zip(data.names, data.references)}
+    references = {name: refs for name, refs in zip(data.names, data.references, strict=True)}
     scores = fast_scores(references, candidates)
     return {**row, "dev_BLEU-4": scores["BLEU-4"], "dev_CIDEr": scores["CIDEr"]}
 
@@ -238,7 +239,8 @@ def _load_split(cache, splits, split: str, vocabulary: Vocabulary, config: Confi
     if mirrored_cache is not None:
         available = mirrored_cache.available(available)
     if len(available) < len(names):
-        log.warning("%s split: %d of %d images have no features (unreadable) and are skipped", split, len(names) - len(available), len(names))
+        log.warning("%s split: %d of %d images have no features (unreadable) and are skipped",
+                    split, len(names) - len(available), len(names))
     if limit:
         available = available[:limit]
     if not available:
@@ -258,12 +260,7 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the run in `config.run_dir`; returns a summary of the best epoch."""
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    if config.train.scst_epochs and config.train.scst_samples < 2:
-        raise CaptionerError(f"train.scst_samples must be >= 2 (each sample's baseline is the others' mean), got {config.train.scst_samples}")
-    for setting in ("scst_bleu_weight", "scst_meteor_weight"):
-        if getattr(config.train, setting) < 0:
-            raise CaptionerError(f"train.{setting} must be >= 0 (a negative weight would punish matching the references), "
-                                 f"got {getattr(config.train, setting)}")
+    validate_config(config)  # a config built in code has not been through load_config
     _, splits, vocabulary = load_prepared(config.data.prepared_dir)
     cache = _finished(open_prepared_features(config, splits))
     mirrored_cache = _finished(open_mirrored_features(config, splits)) if config.train.flip_augmentation else None
@@ -276,7 +273,8 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
     channels = int(train_data.grid.shape[2])
     decoder = build_decoder(config.model, vocab_size=len(vocabulary), encoder_channels=channels)
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay)
-    counters: dict[str, Any] = {"epoch": 0, "step": 0, "best_epoch": 0, "best_dev_CIDEr": -1.0, "epochs_without_improvement": 0, "history": []}
+    counters: dict[str, Any] = {"epoch": 0, "step": 0, "best_epoch": 0, "best_dev_CIDEr": -1.0, "epochs_without_improvement": 0,
+                                "history": []}
     if (folder / "trainer_state.json").is_file():
         _check_resumable(folder, config)
         counters = load_trainer_state(folder, decoder, optimizer)
@@ -303,7 +301,8 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
             reward = train_data.reward(config.train)
             if "scst_start_step" not in counters:  # entering SCST: start from the best cross-entropy weights
                 decoder.load_state_dict(load_tensors(folder / "model.safetensors"))
-                optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.train.scst_learning_rate, weight_decay=config.train.weight_decay)
+                optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.train.scst_learning_rate,
+                                              weight_decay=config.train.weight_decay)
                 counters.update(scst_start_step=counters["step"], epochs_without_improvement=0)
                 print(f"self-critical training from the best cross-entropy epoch ({counters['best_epoch']})")
         started = time.perf_counter()
@@ -314,8 +313,10 @@ def train(config: Config, *, show_progress: bool = True) -> dict[str, Any]:
                    disable=not show_progress, leave=False)
         for grid, captions, lengths, image_index, image_rows in bar:
             if self_critical:
-                learning_rate = scst_learning_rate_at(counters["step"] - counters["scst_start_step"], steps_per_epoch * config.train.scst_epochs, config)
-                loss, mean_reward = self_critical_loss(decoder, grid, [train_data.keys[row] for row in image_rows], reward, vocabulary, config)
+                learning_rate = scst_learning_rate_at(counters["step"] - counters["scst_start_step"],
+                                                      steps_per_epoch * config.train.scst_epochs, config)
+                image_keys = [train_data.keys[row] for row in image_rows]
+                loss, mean_reward = self_critical_loss(decoder, grid, image_keys, reward, vocabulary, config)
                 reward_sum += mean_reward
             else:
                 learning_rate = learning_rate_at(counters["step"], total_steps, config)

@@ -66,7 +66,7 @@ def plot_attention(image: Image.Image, words: list[str], attention: np.ndarray, 
     axes = np.atleast_1d(axes).ravel()
     axes[0].imshow(image.convert("RGB").resize((224, 224)))
     axes[0].set_title("image", fontsize=10)
-    for axis, label, weights in zip(axes[1:], labels, attention):
+    for axis, label, weights in zip(axes[1:], labels, attention, strict=False):  # the grid's last row may have spare axes
         axis.imshow(attention_overlay(image, np.asarray(weights)))
         axis.set_title(label, fontsize=10)
     for axis in axes:
@@ -80,7 +80,7 @@ def plot_samples(samples: list[tuple[Image.Image, str, list[str]]], path: str | 
     rows = math.ceil(len(samples) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 5.0 * rows))
     axes = np.atleast_1d(axes).ravel()
-    for axis, (image, generated, references) in zip(axes, samples):
+    for axis, (image, generated, references) in zip(axes, samples, strict=False):  # spare axes in the last row
         axis.imshow(image.convert("RGB").resize((224, 224)))
         lines = ["\n".join(textwrap.wrap(f"ours: {generated}", 40))]
         lines += ["\n".join(textwrap.wrap(f"ref: {reference}", 40)) for reference in references[:2]]

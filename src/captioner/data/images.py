@@ -4,13 +4,12 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from captioner.errors import ImageError
 
-ImageInput = Union[str, Path, bytes, bytearray, Image.Image]
+ImageInput = str | Path | bytes | bytearray | Image.Image
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_IMAGE_PIXELS = 50_000_000  # ~7000 x 7000; larger files are refused before they are decoded

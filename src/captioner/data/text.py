@@ -57,7 +57,7 @@ class Vocabulary:
         return [self._left_right_swap.get(token_id, token_id) for token_id in ids]
 
     @classmethod
-    def build(cls, captions: Iterable[Sequence[str]], *, min_count: int = 5) -> "Vocabulary":
+    def build(cls, captions: Iterable[Sequence[str]], *, min_count: int = 5) -> Vocabulary:
         """Keep words seen at least `min_count` times, most frequent first (ties alphabetical)."""
         counts = Counter(word for caption in captions for word in caption)
         kept = sorted((word for word, count in counts.items() if count >= min_count), key=lambda w: (-counts[w], w))
@@ -84,7 +84,7 @@ class Vocabulary:
         atomic_write_text(path, json.dumps({"words": self.words}, indent=0))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocabulary":
+    def load(cls, path: str | Path) -> Vocabulary:
         try:
             words = json.loads(Path(path).read_text())["words"]
         except FileNotFoundError:

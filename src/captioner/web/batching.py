@@ -167,7 +167,7 @@ class MicroBatcher:
             captions = self.captioner.decode(grid[indices], None if mirrored is None else mirrored[indices],
                                              beam_size=options.beam_size, n_best=options.n_best)
             decode_ms = (time.perf_counter() - decode_started) * 1000
-            for index, caption in zip(indices, captions):
+            for index, caption in zip(indices, captions, strict=True):
                 job = jobs[index]
                 queue_ms = (started - job.submitted) * 1000
                 job.future.set_result(BatchResult(caption, queue_ms, encode_ms, decode_ms, len(jobs)))

@@ -41,6 +41,12 @@ function asAltText(caption) {
   return /[.!?]$/.test(sentence) ? sentence : `${sentence}.`;
 }
 
+function scoreText(candidate) {
+  // the candidates are ranked by score (log-probability, length-normalised and reranked as the run decodes),
+  // so that is the number to show first; the raw log-probability beside it can differ in either direction
+  return `score ${candidate.score.toFixed(2)} · log p ${candidate.log_probability.toFixed(2)}`;
+}
+
 function clampInput(input, low, high) {
   const value = Math.round(Number(input.value));
   const clamped = Number.isFinite(value) ? Math.min(high, Math.max(low, value)) : low;
@@ -204,7 +210,7 @@ function renderCaption(card, data) {
   });
 
   const altText = asAltText(data.caption);
-  $(".score", card).textContent = `score ${data.score.toFixed(2)}`;
+  $(".score", card).textContent = scoreText(data);
   $(".copy", card).addEventListener("click", async () => {
     try {
       await copyText(altText);
@@ -225,7 +231,7 @@ function renderCaption(card, data) {
     text.textContent = candidate.caption;
     const score = document.createElement("span");
     score.className = "score";
-    score.textContent = `score ${candidate.score.toFixed(2)}`;
+    score.textContent = scoreText(candidate);
     item.append(text, " ", score);
     list.append(item);
   }
@@ -312,7 +318,10 @@ async function loadModelInfo() {
     Object.assign(limits, model.limits);
     elements.limitBytes.textContent = formatBytes(limits.max_upload_bytes);
     elements.beamSize.max = elements.nBest.max = String(limits.max_beam_size);
+    // start from the run's own beam width; more candidates than beams would make the upload widen the beam
     elements.beamSize.value = String(model.decode.beam_size);
+    const beamSize = clampInput(elements.beamSize, 1, limits.max_beam_size);
+    elements.nBest.value = String(Math.min(clampInput(elements.nBest, 1, limits.max_beam_size), beamSize));
     const parts = [`Model ${model.run}`, model.encoder, `${model.vocabulary_size} words`];
     if (model.test_scores && typeof model.test_scores.CIDEr === "number") {
       parts.push(`test CIDEr ${model.test_scores.CIDEr.toFixed(3)}`);
