@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import draw_shape
 from PIL import Image, ImageOps
 
 from captioner import features as features_module
@@ -17,6 +16,8 @@ from captioner.data.images import load_image
 from captioner.encoders import ENCODERS, Encoder, encoder_spec, mirror_pixels, preprocess
 from captioner.errors import CaptionerError
 from captioner.features import FeatureCache, cache_folder, extract_features
+
+from conftest import draw_shape
 
 LITE0 = "efficientnet-lite0"
 NAMES = ["red_0.jpg", "red_1.jpg", "green_0.jpg", "broken.jpg", "green_1.jpg", "blue_0.jpg", "blue_1.jpg"]

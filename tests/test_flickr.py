@@ -7,12 +7,13 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import draw_shape, write_tiny_flickr
 
 from captioner.cli import main
 from captioner.data.flickr import load_prepared, prepare, read_flickr8k
 from captioner.data.text import SPECIAL_TOKENS, Vocabulary
 from captioner.errors import CaptionerError
+
+from conftest import draw_shape, write_tiny_flickr
 
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
 

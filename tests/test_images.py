@@ -5,11 +5,12 @@ import io
 
 import numpy as np
 import pytest
-from conftest import noisy_jpeg_bytes, png_header, write_bad_images
 from PIL import Image, ImageFile, ImageOps
 
 from captioner.data.images import list_images, load_image
 from captioner.errors import CaptionerError, ImageError
+
+from conftest import noisy_jpeg_bytes, png_header, write_bad_images
 
 EXIF_ORIENTATION = 0x0112
 

@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import COLOURS, SHAPES, draw_shape, write_bad_images
 from PIL import Image
 
 from captioner.cli import main
@@ -17,6 +16,8 @@ from captioner.data.images import load_image
 from captioner.encoders import mirror_pixels
 from captioner.errors import CaptionerError, ImageError
 from captioner.inference import Caption, Captioner
+
+from conftest import COLOURS, SHAPES, draw_shape, write_bad_images
 
 EXIF_ORIENTATION = 0x0112
 GOOD = ["red_square_0.jpg", "green_circle_0.jpg", "blue_square_1.jpg"]

@@ -14,12 +14,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_FLICKR8K
 
 from captioner.cli import main
 from captioner.data.flickr import SPLIT_FILES, read_flickr8k
 from captioner.inference import Captioner
 from captioner.metrics import METRIC_NAMES
+
+from conftest import SHARED_FLICKR8K
 
 pytestmark = pytest.mark.integration
 

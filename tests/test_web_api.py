@@ -18,14 +18,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import draw_shape
 from PIL import Image
-from servers import BackgroundServer
 
 from captioner.inference import Captioner
 from captioner.web.api import read_test_scores
 from captioner.web.app import create_app
 from captioner.web.batching import DecodeOptions, MicroBatcher, Overloaded
+
+from conftest import draw_shape
+from servers import BackgroundServer
 
 UPLOAD_LIMIT = 200_000  # small, so the 413 test needs no big file
 MAX_FILES = 3

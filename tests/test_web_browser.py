@@ -10,11 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_FLICKR8K, draw_shape
-from servers import BackgroundServer
 
 from captioner.inference import Captioner
 from captioner.web.app import create_app
+
+from conftest import SHARED_FLICKR8K, draw_shape
+from servers import BackgroundServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
