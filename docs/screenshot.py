@@ -1,6 +1,6 @@
 """Draw docs/web-page.png: the web page serving RUN, with one photo captioned and a word's heatmap shown.
 
-    python docs/screenshot.py runs/default ../shared/flickr8k/images/3385593926_d3e9c21170.jpg
+    python docs/screenshot.py runs/default ../shared/flickr8k/images/1107246521_d16a476380.jpg --word 2
 
 Needs Debian's chromium (the browser test's set-up); the server is `captioner serve`, started and stopped here.
 """

@@ -571,3 +571,20 @@ def test_self_critical_training_continues_a_finished_run_from_its_best_epoch(tin
     rewards = [float(row["train_reward"]) for row in rows[40:]]
     assert all(reward > 0 for reward in rewards)
     print(rewards, [row["dev_CIDEr"] for row in rows[38:]])
+
+
+def test_atomic_writes_give_files_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from captioner.io import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "new.txt", "a")
+        assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o644  # not mkstemp's 0600
+        (tmp_path / "new.txt").chmod(0o600)
+        atomic_write_text(tmp_path / "new.txt", "b")  # a rewrite keeps the mode the user chose
+        assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o600
+    finally:
+        os.umask(umask)

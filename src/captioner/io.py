@@ -3,10 +3,21 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode the file would get from a plain open(): the old file's, else 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -17,6 +28,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     os.close(handle)
     try:
         write(temp_path)
+        os.chmod(temp_path, _new_file_mode(path))  # mkstemp makes 0600 files: others could not read a report or picture
         os.replace(temp_path, path)
     except BaseException:
         Path(temp_path).unlink(missing_ok=True)

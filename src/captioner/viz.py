@@ -78,14 +78,19 @@ def plot_samples(samples: list[tuple[Image.Image, str, list[str]]], path: str | 
     """A grid of images, each with its generated caption and two reference captions."""
     columns = 4
     rows = math.ceil(len(samples) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 5.0 * rows))
+    titles = []
+    for _, generated, references in samples:
+        lines = textwrap.wrap(f"ours: {generated}", 40)
+        for reference in references[:2]:
+            lines += textwrap.wrap(f"ref: {reference}", 40)
+        titles.append("\n".join(lines))
+    # room for the tallest title above every photo, so a long caption never runs into the photo above it
+    title_inches = 0.14 * max(title.count("\n") + 1 for title in titles)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, (3.6 + title_inches) * rows), layout="constrained")
     axes = np.atleast_1d(axes).ravel()
-    for axis, (image, generated, references) in zip(axes, samples, strict=False):  # spare axes in the last row
+    for axis, (image, _, _), title in zip(axes, samples, titles, strict=False):  # spare axes in the last row
         axis.imshow(image.convert("RGB").resize((224, 224)))
-        lines = ["\n".join(textwrap.wrap(f"ours: {generated}", 40))]
-        lines += ["\n".join(textwrap.wrap(f"ref: {reference}", 40)) for reference in references[:2]]
-        axis.set_title("\n".join(lines), fontsize=8, loc="left")
+        axis.set_title(title, fontsize=8, loc="left")
     for axis in axes:
         axis.axis("off")
-    figure.tight_layout()
     _save(figure, path)
