@@ -71,7 +71,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_server.py $(RUN) $(FLICKR8K_DIR)/images --seconds 10
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff check src tests benchmarks docs scripts
 
 clean:
 	rm -rf $(VENV) .lock-venv build *.egg-info
