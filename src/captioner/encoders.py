@@ -167,7 +167,7 @@ class Encoder:
     def __init__(self, name: str):
         self.spec = encoder_spec(name)
         network, weights_path = self.spec.build()
-        # channels-last lets oneDNN run the depthwise convolutions about 1.7x faster on CPU (benchmarks/bench_features.py)
+        # channels-last lets oneDNN run the depthwise convolutions faster on CPU (benchmarks/bench_features.py times both)
         self.network = network.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.weights_path = weights_path
 

@@ -184,7 +184,7 @@ def validate(decoder, data: CaptionBatches, vocabulary: Vocabulary, config: Conf
     if teacher_forced:
         loss_sum, correct, tokens = 0.0, 0, 0
         # training-sized batches: with 100 photos (500 captions) the per-step attention tensors outgrow the
-        # caches and this pass took 26 s on the dev split instead of 16 s
+        # caches and the pass gets much slower
         for grid, captions, lengths, image_index, _ in data.batches(config.train.images_per_batch):
             output = decoder(grid, captions, lengths, image_index)
             loss_sum += F.cross_entropy(output.logits, output.targets, reduction="sum").item()
