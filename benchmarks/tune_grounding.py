@@ -26,6 +26,7 @@ from captioner.data.images import load_image
 from captioner.grounding import Recogniser, Recognition
 from captioner.inference import Captioner
 from captioner.metrics import fast_scores
+from captioner.reranking import pooled_features
 
 
 @dataclass
@@ -52,19 +53,24 @@ class GroundedDecoder:
         return biased, GroundedState(inner, state.image_rows), weights
 
 
-def word_bias(recognitions: list[Recognition], vocabulary, mapped_words: list[str], *, bonus: float, penalty: float,
-              confident: float) -> torch.Tensor:
-    """(photos, vocab) additive log-probability bias from what the classifier recognised in each photo."""
+def word_bias(recognitions: list[Recognition], vocabulary, mapped_words: list[str], unfamiliar: list[bool | None], *, bonus: float,
+              penalty: float, confident: float) -> torch.Tensor:
+    """(photos, vocab) additive log-probability bias from what the classifier recognised in each photo; nothing for
+    the photos that look like training photos (`unfamiliar` False)."""
     ids = {word: index for index, word in enumerate(vocabulary.words)}
     mapped = [word for word in mapped_words if word in ids]  # the single-token words the class map uses
     persons = [ids[word] for word in PERSON_WORDS if word in ids]
     bias = torch.zeros(len(recognitions), len(vocabulary.words))
     for row, recognition in enumerate(recognitions):
+        if unfamiliar[row] is False:
+            continue
+        if penalty and recognition.person_evidence < 0.05 and unfamiliar[row] is not None:
+            bias[row, persons] -= penalty  # a photo unlike the training photos, with no sign of a person
         for word in mapped:
             bias[row, ids[word]] += bonus * recognition.words.get(word, 0.0)
         specific = [probability for word, probability in recognition.words.items() if word not in GENERIC]
         if penalty and specific and specific[0] >= confident:
-            if recognition.person_evidence < 0.05:
+            if recognition.person_evidence < 0.05 and unfamiliar[row] is None:
                 bias[row, persons] -= penalty
             for word in mapped:
                 if word not in GENERIC and recognition.words.get(word, 0.0) < 0.005:
@@ -85,10 +91,20 @@ def fall_back(caption: str, recognition: Recognition, confident: float) -> str:
     return f"a photo of {'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
+def unfamiliar_photos(captioner: Captioner, grid: torch.Tensor, threshold: float | None) -> list[bool | None]:
+    """Per photo: whether it is less similar than `threshold` to its nearest training photo (pooled features,
+    cosine); all None without a threshold (every photo is treated alike)."""
+    if threshold is None:
+        return [None] * grid.shape[0]
+    familiarity = (pooled_features(grid) @ captioner.memory.features.T).max(dim=1).values
+    return [bool(value < threshold) for value in familiarity]
+
+
 def decode_grounded(captioner: Captioner, recogniser: Recogniser, grid, mirrored, setting) -> list[str]:
     recognitions = recogniser.recognise(grid)
     options = {key: setting[key] for key in ("bonus", "penalty", "confident")}
-    bias = word_bias(recognitions, captioner.vocabulary, recogniser.words, **options)
+    unfamiliar = unfamiliar_photos(captioner, grid, setting["familiar"])
+    bias = word_bias(recognitions, captioner.vocabulary, recogniser.words, unfamiliar, **options)
     plain = captioner.decoder
     captioner.decoder = GroundedDecoder(plain, bias)
     try:
@@ -96,8 +112,8 @@ def decode_grounded(captioner: Captioner, recogniser: Recogniser, grid, mirrored
     finally:
         captioner.decoder = plain
     if setting["fallback"]:
-        captions = [fall_back(caption, recognition, setting["confident"])
-                    for caption, recognition in zip(captions, recognitions, strict=True)]
+        captions = [fall_back(caption, recognition, setting["confident"]) if strange is not False else caption
+                    for caption, recognition, strange in zip(captions, recognitions, unfamiliar, strict=True)]
     return captions
 
 
@@ -109,6 +125,9 @@ def main() -> None:
     parser.add_argument("--confident", type=float, default=0.3)
     parser.add_argument("--flickr-images", type=int, default=300)
     parser.add_argument("--fallback", default="0", help="0, 1 or 0,1: also try the fallback caption")
+    parser.add_argument("--familiar", type=float, default=None,
+                        help="ground only the photos less similar than this to their nearest training photo "
+                             "(and penalise person words there whenever there is no person evidence)")
     args = parser.parse_args()
     captioner = Captioner.load(args.run)
     recogniser = Recogniser.for_encoder(captioner.encoder)
@@ -121,7 +140,8 @@ def main() -> None:
     names = sorted(splits["dev"])[: args.flickr_images]
     flickr = captioner.encode([images_dir / name for name in names])  # with the mirrored grid when the run flips
     references = {name: [" ".join(words) for words in splits["dev"][name]] for name in names}
-    settings = [{"bonus": float(bonus), "penalty": float(penalty), "confident": args.confident, "fallback": fallback == "1"}
+    settings = [{"bonus": float(bonus), "penalty": float(penalty), "confident": args.confident, "fallback": fallback == "1",
+                 "familiar": args.familiar}
                 for bonus in args.bonus.split(",") for penalty in args.penalty.split(",") for fallback in args.fallback.split(",")]
     for setting in settings:
         captions = decode_grounded(captioner, recogniser, *real, setting)
