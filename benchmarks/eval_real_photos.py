@@ -42,6 +42,15 @@ def find_images(photos: list[dict[str, Any]], images_dir: Path) -> tuple[list[Pa
     return found, missing
 
 
+def photo_files(photos: list[dict[str, Any]], images_dir: Path = DEFAULT_IMAGES) -> list[Path]:
+    """Each photo's file, or exit with one line saying which are missing and how to fetch them."""
+    paths, missing = find_images(photos, Path(images_dir))
+    if missing:
+        sys.exit(f"error: {len(missing)} of {len(photos)} photos are not in {images_dir} (first: {missing[0]}); "
+                 "run python benchmarks/real_photos/fetch.py")
+    return paths
+
+
 def text_scores(references: dict[str, list[str]], candidates: dict[str, str]) -> dict[str, float | None]:
     """BLEU-4, METEOR and CIDEr with the COCO tokenizer (Java); without Java, BLEU-4 and CIDEr on plain words."""
     if not candidates:
@@ -72,10 +81,7 @@ def main() -> None:
     args = parser.parse_args()
 
     photos = load_photos(args.list, split=args.split)
-    paths, missing = find_images(photos, args.photos)
-    if missing:
-        sys.exit(f"error: {len(missing)} of {len(photos)} photos are not in {args.photos} (first: {missing[0]}); "
-                 "run python benchmarks/real_photos/fetch.py")
+    paths = photo_files(photos, args.photos)
     from captioner.inference import Captioner  # torch loads here, after the cheap checks
 
     try:

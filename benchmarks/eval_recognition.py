@@ -14,9 +14,8 @@ import argparse
 import json
 import statistics
 import sys
-from pathlib import Path
 
-from eval_real_photos import DEFAULT_IMAGES, find_images
+from eval_real_photos import DEFAULT_IMAGES, photo_files
 from real_photos.scoring import load_photos
 
 from captioner.data.images import load_image
@@ -35,10 +34,7 @@ def main() -> None:
     parser.add_argument("--details", action="store_true", help="one entry per photo too")
     args = parser.parse_args()
     photos = [photo for photo in load_photos() if args.split in ("all", photo["split"])]
-    paths, missing = find_images(photos, Path(args.photos))
-    if missing:
-        sys.exit(f"error: {len(missing)} photos are missing from {args.photos} (first: {missing[0]}); run "
-                 "benchmarks/real_photos/fetch.py")
+    paths = photo_files(photos, args.photos)
     encoder = Encoder(args.encoder)
     recogniser = Recogniser.for_encoder(encoder)
     if recogniser is None:

@@ -16,7 +16,7 @@ import argparse
 import json
 
 import torch
-from eval_real_photos import DEFAULT_IMAGES, find_images
+from eval_real_photos import photo_files
 from eval_recognition import GENERIC
 from real_photos.scoring import load_photos, score_photo
 
@@ -52,9 +52,7 @@ def main() -> None:
     captioner = Captioner.load(args.run)
     recogniser = Recogniser.for_encoder(captioner.encoder)
     photos = load_photos(split="dev")
-    paths, missing = find_images(photos, DEFAULT_IMAGES)
-    if missing:
-        raise SystemExit(f"error: {len(missing)} photos missing; run benchmarks/real_photos/fetch.py")
+    paths = photo_files(photos)
     grid, mirrored = captioner.encode([load_image(path) for path in paths])
     captions = captioner.decode(grid, mirrored)
     recognitions = recogniser.recognise(grid)

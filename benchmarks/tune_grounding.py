@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 
 import torch
-from eval_real_photos import DEFAULT_IMAGES, find_images
+from eval_real_photos import photo_files
 from eval_recognition import GENERIC
 from real_photos.scoring import PERSON_WORDS, load_photos, score_photo, summarise
 
@@ -132,9 +132,7 @@ def main() -> None:
     captioner = Captioner.load(args.run)
     recogniser = Recogniser.for_encoder(captioner.encoder)
     photos = load_photos(split="dev")
-    paths, missing = find_images(photos, DEFAULT_IMAGES)
-    if missing:
-        raise SystemExit(f"error: {len(missing)} photos missing; run benchmarks/real_photos/fetch.py")
+    paths = photo_files(photos)
     real = captioner.encode([load_image(path) for path in paths])
     images_dir, splits, _ = load_prepared(captioner.config.data.prepared_dir)
     names = sorted(splits["dev"])[: args.flickr_images]
