@@ -71,12 +71,14 @@ class Recogniser:
         self.words, self.kinds = vocabulary, kinds
         self.class_words = torch.zeros(len(classes), len(vocabulary))
         self.class_kinds = torch.zeros(len(classes), len(kinds))
+        word_column = {word: column for column, word in enumerate(vocabulary)}
+        kind_column = {kind: column for column, kind in enumerate(kinds)}
         for row, entry in enumerate(classes):
             for word in entry["words"]:
-                self.class_words[row, vocabulary.index(word)] = 1.0
-            self.class_kinds[row, kinds.index(entry["kind"])] = 1.0
+                self.class_words[row, word_column[word]] = 1.0
+            self.class_kinds[row, kind_column[entry["kind"]]] = 1.0
             if entry["person_evidence"]:
-                self.class_kinds[row, kinds.index("person-evidence")] = 1.0
+                self.class_kinds[row, kind_column["person-evidence"]] = 1.0
 
     @classmethod
     def for_encoder(cls, encoder: Encoder) -> Recogniser | None:
