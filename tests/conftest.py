@@ -123,6 +123,18 @@ def write_bad_images(folder: Path) -> dict[str, Path]:
     return {kind: path for kind, (path, _) in files.items()}
 
 
+def write_calibration(run: Path, *, subject: float, bias: float) -> None:
+    """A run-local grounding.json for the tiny run's Lite0 encoder: every photo unfamiliar, a recognised word at least
+    `subject` probable a sure subject (0: always one), and a confidence of sigmoid(bias + 0.5 x the signals)."""
+    import json
+
+    from captioner.confidence import FEATURES
+
+    entry = {"grounding": {"familiar": 2.0, "subject": subject},
+             "confidence": {"weights": dict.fromkeys(FEATURES, 0.5), "bias": bias}}
+    (run / "grounding.json").write_text(json.dumps({"encoders": {"efficientnet-lite0": entry}}))
+
+
 @pytest.fixture(scope="session")
 def tiny_captioner(tiny_run):
     """The tiny run loaded once for inference; tests must not modify its decoder."""

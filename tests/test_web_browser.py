@@ -14,7 +14,7 @@ import pytest
 from captioner.inference import Captioner
 from captioner.web.app import create_app
 
-from conftest import SHARED_FLICKR8K, draw_shape
+from conftest import SHARED_FLICKR8K, draw_shape, write_calibration
 from servers import BackgroundServer
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -176,3 +176,32 @@ def test_page_fits_a_narrow_phone_screen(browser, server_url, photos, tmp_path):
     page.screenshot(path=str(screenshot), full_page=True)
     print(f"screenshot: {screenshot}")
     page.close()
+
+
+def test_a_doubtful_caption_is_marked_in_words_and_the_fallback_has_no_score(browser, page_run, photos, tmp_path):
+    expect = pytest.importorskip("playwright.sync_api").expect
+    run = tmp_path / "doubtful"
+    shutil.copytree(page_run, run)
+    write_calibration(run, subject=0.0, bias=-3.0)  # every caption conflicts with the classifier and is doubtful
+    with BackgroundServer(create_app(Captioner.load(run))) as url:
+        page = browser.new_page()
+        page_errors: list[str] = []
+        page.on("pageerror", lambda error: page_errors.append(str(error)))
+        page.goto(url)
+        with page.expect_response(lambda response: response.url.endswith("/api/caption")) as answer:
+            page.set_input_files("#file-input", str(photos["photo"]))
+        result = answer.value.json()
+        card = page.locator(".card[data-state='done']")
+        card.wait_for(timeout=60_000)
+        assert result["source"] == "fallback" and result["doubtful"]
+        expect(card).to_have_attribute("data-doubtful", "true")
+        expect(card.locator(".confidence")).to_be_visible()
+        expect(card.locator(".confidence")).to_contain_text(f"Doubtful: confidence {round(result['confidence'] * 100)}%")
+        expect(card.locator(".confidence")).to_contain_text("says less")
+        expect(card.locator(".caption")).to_have_text(result["caption"])
+        expect(card.locator(".actions .score")).to_have_text("built from what the encoder recognised")
+        expect(card.locator(".where")).to_contain_text("no attention map")
+        # the decoder's own candidates are still there to pick from, with their scores
+        expect(card.locator(".alternatives li .score").first).to_contain_text("score ")
+        page.close()
+    assert page_errors == []

@@ -42,6 +42,10 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rerank-weight", type=float, default=None, help="weight of that consensus (default: the run's)")
     parser.add_argument("--flip-ensemble", action=argparse.BooleanOptionalAction, default=None,
                         help="decode each photo together with its mirror image, averaging the two (default: the run's)")
+    parser.add_argument("--grounding", action=argparse.BooleanOptionalAction, default=None,
+                        help="pass over candidates that conflict with what the encoder's classifier recognises (default: the run's)")
+    parser.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
+                        help="when every candidate conflicts, say less: 'a photo of a cat' (default: the run's)")
 
 
 def _config(args: argparse.Namespace):
@@ -95,7 +99,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_run(args.run, split=args.split, beam_size=args.beam, length_penalty=args.length_penalty,
                            rerank_neighbours=args.rerank_neighbours, rerank_weight=args.rerank_weight,
-                           flip_ensemble=args.flip_ensemble, max_images=args.max_images, output_dir=args.out, ensemble=args.ensemble)
+                           flip_ensemble=args.flip_ensemble, grounding=args.grounding, fallback=args.fallback,
+                           max_images=args.max_images, output_dir=args.out, ensemble=args.ensemble)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -122,7 +127,7 @@ def command_caption(args: argparse.Namespace) -> int:
         return 1
     results = captioner.caption_many(inputs, beam_size=args.beam, n_best=args.n_best, batch_size=args.batch_size,
                                      rerank_neighbours=args.rerank_neighbours, rerank_weight=args.rerank_weight,
-                                     flip_ensemble=args.flip_ensemble)
+                                     flip_ensemble=args.flip_ensemble, grounding=args.grounding, fallback=args.fallback)
     failed = 0
     records = []
     for path, result in zip(inputs, results, strict=True):
@@ -136,16 +141,30 @@ def command_caption(args: argparse.Namespace) -> int:
         if args.json:
             continue
         if args.n_best == 1:
-            print(f"{path}\t{result.text}")
+            print(f"{path}\t{result.text}{confidence_note(result)}")
         else:
-            print(f"{path}\t(score: what the list is ranked by; log p: the model's log-probability)")
+            print(f"{path}\t(score: what the list is ranked by; log p: the model's log-probability){confidence_note(result)}")
             for candidate in [result, *result.alternatives]:
-                print(f"  score {candidate.score:8.3f}  log p {candidate.log_probability:8.3f}  {candidate.text}")
+                print(f"  score {number(candidate.score)}  log p {number(candidate.log_probability)}  {candidate.text}")
     if args.json:
         print(json.dumps(records, indent=2))
     if failed:
         print(f"{failed} of {len(inputs)} images failed", file=sys.stderr)
     return 1 if failed or empty_folders else 0
+
+
+def number(value: float | None) -> str:
+    return "       -" if value is None else f"{value:8.3f}"
+
+
+def confidence_note(caption) -> str:
+    """"  [confidence 0.31, doubtful: names a person the classifier sees no sign of]" for the text output."""
+    if caption.confidence is None:
+        return ""
+    reasons = "; ".join(caption.doubts) if caption.source == "fallback" or caption.doubtful else ""
+    label = "doubtful" if caption.doubtful else "confident"
+    fallback = ", said less: the decoder's candidates conflicted with what the encoder recognised" if caption.source == "fallback" else ""
+    return f"\t[confidence {caption.confidence:.2f}, {label}{fallback}{': ' + reasons if reasons else ''}]"
 
 
 def command_serve(args: argparse.Namespace) -> int:

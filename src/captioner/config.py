@@ -92,6 +92,10 @@ class DecodeConfig:
     # test-time augmentation: decode each photo together with its mirror image, averaging the two views'
     # log-probabilities every step (costs a second encoder pass and twice the decoder work)
     flip_ensemble: bool = False
+    # grounding (captioner.grounded): pass over candidates that conflict with what the encoder's ImageNet classifier
+    # recognises, and with fallback say less ("a photo of a cat") when every candidate conflicts
+    grounding: bool = True
+    fallback: bool = True
 
 
 @dataclass

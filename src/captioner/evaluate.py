@@ -12,7 +12,7 @@ from captioner.checkpoint import read_json
 from captioner.data.flickr import load_prepared
 from captioner.data.images import load_image
 from captioner.errors import CaptionerError
-from captioner.inference import Captioner
+from captioner.inference import Caption, Captioner
 from captioner.io import atomic_write_json, atomic_write_text
 from captioner.metrics import METRIC_NAMES, score_captions
 from captioner.pipeline import extract_mirrored_features, open_prepared_features
@@ -42,13 +42,21 @@ def _flips(metrics: dict[str, Any]) -> str:
     return ", each photo decoded together with its mirror image" if metrics.get("flip_ensemble") else ""
 
 
+def _grounding(metrics: dict[str, Any]) -> str:
+    if not metrics.get("grounding"):
+        return "; ungrounded"
+    grounded = metrics["grounded"]
+    return (f"; grounded in the encoder's classifier ({grounded['other_candidate_chosen']} captions another candidate, "
+            f"{grounded['fallback_captions']} fallback captions{'' if metrics.get('fallback') else ', fallback off'})")
+
+
 def write_report(path: Path, run_name: str, split: str, metrics: dict[str, Any]) -> None:
     columns = [*METRIC_NAMES, "SPICE"]
     lines = [
         f"# Evaluation of `{run_name}` on the Flickr8k {split} split",
         "",
         f"{metrics['images']} images, {metrics['references_per_image']:.1f} references each; beam size {metrics['beam_size']}, "
-        f"length penalty {metrics['length_penalty']}{_reranking(metrics)}{_flips(metrics)}; "
+        f"length penalty {metrics['length_penalty']}{_reranking(metrics)}{_flips(metrics)}{_grounding(metrics)}; "
         "scores in percent (pycocoevalcap, PTB tokenizer).",
         "",
         "| system | " + " | ".join(columns) + " |",
@@ -64,9 +72,19 @@ def write_report(path: Path, run_name: str, split: str, metrics: dict[str, Any])
     atomic_write_text(path, "\n".join(lines))
 
 
+def grounding_summary(captions: list[Caption]) -> dict[str, Any]:
+    """How grounding changed a split's captions: fallbacks, candidates passed over, and the confidences."""
+    confidences = [caption.confidence for caption in captions if caption.confidence is not None]
+    return {"fallback_captions": sum(caption.source == "fallback" for caption in captions),
+            "other_candidate_chosen": sum(caption.source == "decoder" and bool(caption.doubts) for caption in captions),
+            "mean_confidence": round(float(np.mean(confidences)), 4) if confidences else None,
+            "doubtful": sum(caption.doubtful for caption in captions)}
+
+
 def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | None = None, length_penalty: float | None = None,
                  rerank_neighbours: int | None = None, rerank_weight: float | None = None, flip_ensemble: bool | None = None,
-                 max_images: int = 0, output_dir: str | Path | None = None, pictures: bool = True,
+                 grounding: bool | None = None, fallback: bool | None = None, max_images: int = 0,
+                 output_dir: str | Path | None = None, pictures: bool = True,
                  ensemble: list[str] | None = None) -> dict[str, Any]:
     """Caption every image of `split` from the cached features, score, and write the report files.
 
@@ -82,10 +100,12 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     config = captioner.config
     # resolved here rather than in decode() because metrics.json records them
     settings = captioner.decode_settings(beam_size=beam_size, length_penalty=length_penalty, rerank_neighbours=rerank_neighbours,
-                                         rerank_weight=rerank_weight, flip_ensemble=flip_ensemble)
+                                         rerank_weight=rerank_weight, flip_ensemble=flip_ensemble, grounding=grounding,
+                                         fallback=fallback)
     options = {"beam_size": settings.beam_size, "length_penalty": settings.length_penalty,
                "rerank_neighbours": settings.rerank_neighbours, "rerank_weight": settings.rerank_weight,
-               "flip_ensemble": settings.flip_ensemble}
+               "flip_ensemble": settings.flip_ensemble, "grounding": settings.grounding and captioner.recogniser is not None,
+               "fallback": settings.fallback}
     images_dir, splits, _ = load_prepared(config.data.prepared_dir)
     if split not in splits:
         raise CaptionerError(f"unknown split '{split}'; the prepared data has {', '.join(splits)}")
@@ -113,7 +133,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
         "run": str(run_dir), "split": split, "images": len(names),
         "references_per_image": float(np.mean([len(refs) for refs in references.values()])),
         **options, "ensemble": ensemble,
-        "scores": scores,
+        "scores": scores, "grounded": grounding_summary(list(captions.values())),
         "spice_unavailable": spice_unavailable_reason(), "decode_seconds": decode_seconds,
     }
     record = not output_dir and not ensemble
@@ -126,15 +146,19 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     if pictures:
         samples = [(load_image(images_dir / name), captions[name].text, references[name]) for name in names[:12]]
         plot_samples(samples, output_dir / "samples.png")
-        first = captions[names[0]]
-        plot_attention(load_image(images_dir / names[0]), first.tokens, first.attention.reshape(len(first.attention), -1),
-                       output_dir / "attention.png")
+        # the first caption the decoder wrote (a fallback caption has no attention to draw)
+        name = next((name for name in names if captions[name].source == "decoder"), None)
+        if name is not None:
+            first = captions[name]
+            plot_attention(load_image(images_dir / name), first.tokens, first.attention.reshape(len(first.attention), -1),
+                           output_dir / "attention.png")
     if not record:
         return metrics
     # the run's own metrics.json records the latest score per split
     run_metrics_path = Path(run_dir) / "metrics.json"
     run_metrics = read_json(run_metrics_path) if run_metrics_path.is_file() else {}
     run_metrics[split] = {key: metrics[key] for key in ("images", "beam_size", "length_penalty", "rerank_neighbours",
-                                                        "rerank_weight", "flip_ensemble", "scores")}
+                                                        "rerank_weight", "flip_ensemble", "grounding", "fallback", "scores",
+                                                        "grounded")}
     atomic_write_json(run_metrics_path, run_metrics)
     return metrics

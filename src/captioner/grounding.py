@@ -94,9 +94,13 @@ class Recogniser:
         pooled = grid[:, :, :HEAD_CHANNELS].float().mean(dim=1)  # (images, 1280): the head's global average pool
         return self.classifier(pooled).softmax(dim=-1)
 
-    def recognise(self, grid: torch.Tensor, *, min_probability: float = 0.01) -> list[Recognition]:
-        """What each photo of the grid shows, by the classifier: words above `min_probability`, the top classes."""
+    def recognise(self, grid: torch.Tensor, mirrored: torch.Tensor | None = None, *,
+                  min_probability: float = 0.01) -> list[Recognition]:
+        """What each photo of the grid shows, by the classifier: words above `min_probability`, the top classes.
+        With the mirrored photos' grid too, the two views' class probabilities are averaged."""
         probabilities = self.class_probabilities(grid)  # (images, 1000)
+        if mirrored is not None:
+            probabilities = (probabilities + self.class_probabilities(mirrored)) / 2
         word_probabilities = (probabilities @ self.class_words).clamp_(max=1.0)  # (images, words)
         kind_probabilities = (probabilities @ self.class_kinds).clamp_(max=1.0)  # (images, kinds)
         results = []

@@ -13,11 +13,14 @@ import numpy as np
 import torch
 
 from captioner.checkpoint import load_run
+from captioner.confidence import DOUBTFUL_BELOW
 from captioner.config import DecodeConfig
 from captioner.data.images import ImageInput, describe, load_image
 from captioner.decoding import EnsembleDecoder, FlipEnsembleDecoder, Hypothesis, beam_search
 from captioner.encoders import Encoder, mirror_pixels
 from captioner.errors import CaptionerError, ImageError
+from captioner.grounded import calibration, choose, signals
+from captioner.grounding import Recogniser
 from captioner.reranking import MEMORY_FILE, CaptionMemory
 
 log = logging.getLogger(__name__)
@@ -27,20 +30,38 @@ log = logging.getLogger(__name__)
 class Caption:
     text: str
     tokens: list[str]
-    log_probability: float  # natural log of the caption's probability under the model
-    score: float  # the ranking score: log-probability (length-normalised when asked), plus the consensus when reranked
+    log_probability: float | None  # natural log of the caption's probability under the model; None for a fallback
+    score: float | None  # the ranking score: log-probability (length-normalised when asked), plus the consensus when reranked
     attention: np.ndarray  # (len(tokens) + finished, grid, grid): where the model looked for each word and <end>
     finished: bool = True  # False when the caption hit the length limit before <end>
     alternatives: list[Caption] = field(default_factory=list)  # the other n-best candidates
+    # grounding (captioner.grounded), on the best caption only: "decoder", or "fallback" when every candidate
+    # conflicted with what the classifier recognised; why the decoder's first candidate was passed over; the
+    # confidence in [0, 1] that the caption's subject is right (None when the run's encoder is not calibrated)
+    source: str = "decoder"
+    doubts: list[str] = field(default_factory=list)
+    confidence: float | None = None
+    recognised: list[dict[str, Any]] = field(default_factory=list)  # the classifier's most probable words
+
+    @property
+    def doubtful(self) -> bool:
+        return self.confidence is not None and self.confidence < DOUBTFUL_BELOW
 
     def to_dict(self, *, attention: bool = False) -> dict[str, Any]:
-        record: dict[str, Any] = {"text": self.text, "log_probability": round(self.log_probability, 4),
-                                  "score": round(self.score, 4), "tokens": self.tokens, "finished": self.finished}
+        record: dict[str, Any] = {"text": self.text, "log_probability": _rounded(self.log_probability),
+                                  "score": _rounded(self.score), "tokens": self.tokens, "finished": self.finished}
+        if self.confidence is not None or self.source != "decoder" or self.recognised:
+            record |= {"confidence": _rounded(self.confidence), "doubtful": self.doubtful, "source": self.source,
+                       "doubts": self.doubts, "recognised": self.recognised}
         if attention:  # float64 first, so the rounded weights print as short decimals
             record["attention"] = np.round(self.attention.astype(np.float64), 4).tolist()
         if self.alternatives:
             record["alternatives"] = [item.to_dict(attention=attention) for item in self.alternatives]
         return record
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 class Captioner:
@@ -70,6 +91,9 @@ class Captioner:
                     raise CaptionerError(f"cannot ensemble {member.folder} with {run_dir}: they were trained on different encoders")
             self.decoder = EnsembleDecoder([run.decoder, *(member.decoder for member in members)])
         self._memory: CaptionMemory | None = None
+        # grounding needs the encoder's ImageNet head and thresholds chosen for this encoder; else captions go ungrounded
+        self.grounding, self.confidence_model = calibration(run.config.encoder.name, run_dir)
+        self.recogniser = Recogniser.for_encoder(self.encoder) if self.grounding is not None else None
 
     @property
     def memory(self) -> CaptionMemory:
@@ -102,30 +126,62 @@ class Captioner:
     def decode(self, grid: torch.Tensor, mirrored: torch.Tensor | None = None, *, beam_size: int | None = None,
                n_best: int = 1, length_penalty: float | None = None, max_length: int | None = None,
                rerank_neighbours: int | None = None, rerank_weight: float | None = None,
-               flip_ensemble: bool | None = None) -> list[Caption]:
+               flip_ensemble: bool | None = None, grounding: bool | None = None, fallback: bool | None = None) -> list[Caption]:
         """Grid features (and the mirrored photos' grid, which flip_ensemble needs) -> the best caption per image,
         with the other n-best as `alternatives`.
 
         Unset options take the run's decode settings; with rerank_neighbours > 0 every beam candidate is
-        reranked by consensus with the nearest training photos' captions before the n-best are taken.
+        reranked by consensus with the nearest training photos' captions before the n-best are taken; with
+        grounding (captioner.grounded) the first candidate that agrees with the encoder's classifier leads, or the
+        fallback caption when none does, and the best caption gets its confidence.
         """
         settings = self.decode_settings(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length,
                                         rerank_neighbours=rerank_neighbours, rerank_weight=rerank_weight,
-                                        flip_ensemble=flip_ensemble)
+                                        flip_ensemble=flip_ensemble, grounding=grounding, fallback=fallback)
         beam_size = max(settings.beam_size, n_best)
         reranking = settings.rerank_neighbours > 0
+        grounded = settings.grounding and self.recogniser is not None
         results = self.beam_hypotheses(grid, mirrored, beam_size=beam_size,
-                                       n_best=beam_size if reranking else n_best, length_penalty=settings.length_penalty,
+                                       n_best=beam_size if reranking or grounded else n_best, length_penalty=settings.length_penalty,
                                        max_length=settings.max_length, flip_ensemble=settings.flip_ensemble)
         if reranking:
             results = self.memory.rerank(grid, results, neighbours=settings.rerank_neighbours, weight=settings.rerank_weight)
+        candidates = [[self._to_caption(hypothesis) for hypothesis in hypotheses] for hypotheses in results]
+        if not grounded:
+            return [self._with_alternatives(converted[0], converted[1:n_best]) for converted in candidates]
+        assert self.recogniser is not None and self.grounding is not None
+        recognitions = self.recogniser.recognise(grid, mirrored if settings.flip_ensemble else None)
+        familiarities = self.familiarity(grid)
         captions = []
-        for hypotheses in results:
-            converted = [self._to_caption(hypothesis) for hypothesis in hypotheses[:n_best]]
-            best = converted[0]
-            best.alternatives = converted[1:]
-            captions.append(best)
+        for converted, recognition, familiarity in zip(candidates, recognitions, familiarities, strict=True):
+            choice = choose([caption.tokens for caption in converted], recognition, familiarity, self.grounding,
+                            fallback=settings.fallback)
+            if choice.index is None:
+                words = choice.text.split()
+                best = Caption(choice.text, words, None, None, np.zeros((0, *converted[0].attention.shape[1:]), np.float32),
+                               source="fallback")
+                others = converted[: n_best - 1]
+            else:
+                best = converted[choice.index]
+                others = [caption for index, caption in enumerate(converted) if index != choice.index][: n_best - 1]
+            best.doubts = choice.conflicts
+            best.recognised = recognition.to_dict(words=5)["words"]
+            if self.confidence_model is not None:
+                best.confidence = self.confidence_model(signals(best.tokens, recognition, familiarity,
+                                                                is_fallback=choice.index is None))
+            captions.append(self._with_alternatives(best, others))
         return captions
+
+    @staticmethod
+    def _with_alternatives(best: Caption, others: list[Caption]) -> Caption:
+        best.alternatives = others
+        return best
+
+    def familiarity(self, grid: torch.Tensor) -> list[float | None]:
+        """Each photo's cosine similarity to its nearest training photo; None for all without a caption memory."""
+        if not (self.run_dir / MEMORY_FILE).is_file():
+            return [None] * grid.shape[0]
+        return self.memory.familiarity(grid).tolist()
 
     def decode_settings(self, **options: Any) -> DecodeConfig:
         """The run's decode settings with the given options in place of its own; None (and 0 for the beam size

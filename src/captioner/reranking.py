@@ -71,6 +71,10 @@ class CaptionMemory:
         similarity = pooled_features(grid) @ self.features.T  # (images, memory images)
         return similarity.topk(min(count, similarity.shape[1]), dim=1).indices
 
+    def familiarity(self, grid: torch.Tensor) -> torch.Tensor:
+        """(images,) cosine similarity of each image to its most similar training image."""
+        return (pooled_features(grid) @ self.features.T).max(dim=1).values
+
     def rerank(self, grid: torch.Tensor, hypotheses: list[list[Hypothesis]], *, neighbours: int,
                weight: float) -> list[list[Hypothesis]]:
         """Each image's hypotheses with score + weight x consensus as their score, best first."""

@@ -94,3 +94,22 @@ def plot_samples(samples: list[tuple[Image.Image, str, list[str]]], path: str | 
     for axis in axes:
         axis.axis("off")
     _save(figure, path)
+
+
+def plot_reliability(sets: dict[str, tuple[list[float], list[bool]]], path: str | Path, *, bins: int = 5) -> None:
+    """Reliability diagram: per confidence bin, the mean confidence against the share that was right, one line per
+    named set of (confidences, right or wrong); marker areas grow with the bin's size."""
+    figure, axis = plt.subplots(figsize=(5, 4.5), dpi=120)
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for name, (scores, labels) in sets.items():
+        columns = np.minimum((np.asarray(scores) * bins).astype(int), bins - 1)
+        right = np.asarray(labels, dtype=float)
+        used = [column for column in range(bins) if (columns == column).any()]
+        xs = [float(np.mean(np.asarray(scores)[columns == column])) for column in used]
+        ys = [float(right[columns == column].mean()) for column in used]
+        line, = axis.plot(xs, ys, marker="o", label=f"{name} ({len(scores)} photos)")
+        axis.scatter(xs, ys, s=[20 + 4 * int((columns == column).sum()) for column in used], alpha=0.3, color=line.get_color())
+    axis.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"confidence (mean of each of {bins} bins)", ylabel="share with the subject right",
+             title="Caption confidence, dev halves")
+    axis.legend(loc="upper left", fontsize=8)
+    _save(figure, path)

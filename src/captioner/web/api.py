@@ -118,7 +118,7 @@ async def within_limits(state: ServerState, count: int, work: Coroutine[Any, Any
 
 
 # --- routes ------------------------------------------------------------------------------------------------
-@router.post("/caption", response_model=CaptionResult, response_model_exclude_none=True, responses=ERRORS)
+@router.post("/caption", response_model=CaptionResult, response_model_exclude_unset=True, responses=ERRORS)
 async def caption_one(
     state: AppState,
     file: Annotated[UploadFile, File(description="the image (JPEG, PNG, GIF, WebP, BMP, TIFF)")],
@@ -131,7 +131,7 @@ async def caption_one(
     return await within_limits(state, 1, caption_upload(state, file, options, attention))
 
 
-@router.post("/captions", response_model=CaptionsResponse, response_model_exclude_none=True, responses=ERRORS)
+@router.post("/captions", response_model=CaptionsResponse, response_model_exclude_unset=True, responses=ERRORS)
 async def caption_several(
     state: AppState,
     files: Annotated[list[UploadFile], File(min_length=1, description="the images, at most limits.max_files (GET /api/model) "

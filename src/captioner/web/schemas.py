@@ -7,9 +7,10 @@ from pydantic import BaseModel, Field
 class CaptionCandidate(BaseModel):
     caption: str
     tokens: list[str]
-    score: float = Field(description="the ranking score: log-probability (length-normalised if configured), plus the "
-                                     "weighted consensus with similar training photos' captions if the run reranks")
-    log_probability: float = Field(description="natural log of the caption's probability under the model")
+    score: float | None = Field(description="the ranking score: log-probability (length-normalised if configured), plus the "
+                                            "weighted consensus with similar training photos' captions if the run reranks; "
+                                            "null for a fallback caption, which the decoder did not write")
+    log_probability: float | None = Field(description="natural log of the caption's probability under the model; null for a fallback")
     finished: bool = Field(description="false when the caption hit the length limit before <end>")
     attention: list[list[list[float]]] | None = Field(
         None, description="grid x grid weights per word, then one for <end> if finished; only with attention=true")
@@ -23,8 +24,20 @@ class Timings(BaseModel):
     total_ms: float
 
 
+class RecognisedWord(BaseModel):
+    word: str
+    probability: float
+
+
 class CaptionResult(CaptionCandidate):
     filename: str
+    confidence: float | None = Field(None, description="how likely the caption's main subject is right, in [0, 1] (calibrated "
+                                                       "on dev photos); null when the run's encoder has no calibration")
+    doubtful: bool = Field(False, description="confidence under 0.5: check the caption before trusting it")
+    source: str = Field("decoder", description="decoder, or fallback: every candidate conflicted with what the encoder "
+                                               "recognised, so the caption says only that (\"a photo of a cat\")")
+    doubts: list[str] = Field([], description="why the decoder's first candidate was passed over, one line each")
+    recognised: list[RecognisedWord] = Field([], description="the encoder's ImageNet classifier's most probable caption words")
     alternatives: list[CaptionCandidate] = Field(description="the other n-best candidates, in descending score order")
     width: int
     height: int

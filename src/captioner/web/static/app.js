@@ -44,7 +44,18 @@ function asAltText(caption) {
 function scoreText(candidate) {
   // the candidates are ranked by score (log-probability, length-normalised and reranked as the run decodes),
   // so that is the number to show first; the raw log-probability beside it can differ in either direction
+  if (candidate.score == null || candidate.log_probability == null) return "built from what the encoder recognised";
   return `score ${candidate.score.toFixed(2)} · log p ${candidate.log_probability.toFixed(2)}`;
+}
+
+function confidenceText(data) {
+  // a doubtful caption says so in words, with the reasons: a blind reader must not take it on trust
+  if (data.confidence == null) return null;
+  const percent = Math.round(data.confidence * 100);
+  const said = data.source === "fallback" ? " The model's own captions conflicted with what it recognised, so this one says less." : "";
+  const reasons = data.doubts && data.doubts.length ? ` (${data.doubts.join("; ")})` : "";
+  if (data.doubtful) return `Doubtful: confidence ${percent}%. Check it before using it as alt text.${said}${reasons}`;
+  return `Confidence ${percent}%.${said}${reasons}`;
 }
 
 function clampInput(input, low, high) {
@@ -208,6 +219,14 @@ function renderCaption(card, data) {
       if (next) { event.preventDefault(); next.focus(); }
     });
   });
+
+  const confidence = $(".confidence", card);
+  const note = confidenceText(data);
+  confidence.hidden = note === null;
+  confidence.textContent = note || "";
+  card.dataset.doubtful = String(Boolean(data.doubtful));
+  if (!data.attention || !data.attention.length) where.textContent = data.source === "fallback"
+    ? "Built from what the encoder recognised: no attention map." : where.textContent;
 
   const altText = asAltText(data.caption);
   $(".score", card).textContent = scoreText(data);

@@ -1,0 +1,107 @@
+"""Fit the confidence model (captioner.confidence) on the dev halves and draw its reliability plot.
+
+    python benchmarks/fit_confidence.py runs/default [--flickr-images 300] [--write] [--plot docs/confidence-reliability.png]
+
+Each dev photo is captioned as the product does (grounded with the encoder's settings in grounding.json) and
+labelled right or wrong: on the real photos, whether the caption names the main subject (the benchmark's own
+scoring); on Flickr8k dev, whether the caption's subject (its first person, animal or recognised-object word)
+is in the photo's references (for a person word: whether the references name any person). A logistic model of
+that label on the signals is fitted on both together; --write stores it in src/captioner/grounding.json. Printed:
+the weights, and on each dev set the AUC and the share of the wrong captions among the least confident 30%.
+The test halves are not read (benchmarks/eval_real_photos.py scores them once).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from real_photos.scoring import score_photo
+from tune_grounding import DevPhoto, dev_sets
+
+from captioner.confidence import fit
+from captioner.grounded import PERSON_WORDS, SETTINGS_FILE, _names, choose, named_animals, names_person, signals, singular
+from captioner.inference import Captioner
+from captioner.io import atomic_write_text
+from captioner.viz import plot_reliability
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def caption_signals(photo: DevPhoto, captioner: Captioner) -> tuple[str, dict[str, float]]:
+    choice = choose(photo.candidates, photo.recognition, photo.familiarity, captioner.grounding)
+    words = choice.text.split()
+    return choice.text, signals(words, photo.recognition, photo.familiarity, is_fallback=choice.index is None)
+
+
+def flickr_label(text: str, references: list[str], recognised: set[str]) -> bool | None:
+    """Whether a Flickr8k caption's subject is in its references; None when it names no subject word."""
+    words = text.split()
+    reference_forms = [set().union(*map(singular, reference.split())) for reference in references]
+    for word in words:
+        forms = singular(word)
+        if forms & PERSON_WORDS:
+            return any(names_person(reference.split()) for reference in references)
+        if named_animals([word]) or _names([word], recognised):
+            return any(forms & reference for reference in reference_forms)
+    return None
+
+
+def auc(scores: list[float], labels: list[bool]) -> float:
+    right = [score for score, label in zip(scores, labels, strict=True) if label]
+    wrong = [score for score, label in zip(scores, labels, strict=True) if not label]
+    pairs = [(a > b) + 0.5 * (a == b) for a in right for b in wrong]
+    return sum(pairs) / len(pairs) if pairs else float("nan")
+
+
+def wrong_in_least_confident(scores: list[float], labels: list[bool], share: float = 0.3) -> float:
+    """The fraction of the wrong captions that are among the least confident `share` of all captions."""
+    order = sorted(range(len(scores)), key=lambda index: scores[index])[: round(share * len(scores))]
+    wrong = sum(not label for label in labels)
+    return sum(not labels[index] for index in order) / wrong if wrong else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run")
+    parser.add_argument("--flickr-images", type=int, default=300)
+    parser.add_argument("--write", action="store_true", help="store the fitted model in src/captioner/grounding.json")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "confidence-reliability.png")
+    args = parser.parse_args()
+    captioner = Captioner.load(args.run)
+    if captioner.grounding is None:
+        raise SystemExit(f"error: {args.run}'s encoder has no grounding settings in grounding.json")
+    real, real_decoded, references, flickr_decoded = dev_sets(captioner, args.flickr_images)
+    rows: dict[str, tuple[list[dict[str, float]], list[bool]]] = {"real photos, dev": ([], []), "Flickr8k dev": ([], [])}
+    for photo, decoded in zip(real, real_decoded, strict=True):
+        text, values = caption_signals(decoded, captioner)
+        rows["real photos, dev"][0].append(values)
+        rows["real photos, dev"][1].append(score_photo(photo, text).subject_hit)
+    for decoded in flickr_decoded:
+        text, values = caption_signals(decoded, captioner)
+        label = flickr_label(text, references[decoded.key], set(decoded.recognition.words))
+        if label is not None:
+            rows["Flickr8k dev"][0].append(values)
+            rows["Flickr8k dev"][1].append(label)
+    model = fit([row for signals_, _ in rows.values() for row in signals_], [label for _, labels in rows.values() for label in labels])
+    report = {"run": args.run, "model": model.to_dict()}
+    scored = {}
+    for name, (signals_, labels) in rows.items():
+        scores = [model(row) for row in signals_]
+        scored[name] = (scores, labels)
+        report[name] = {"photos": len(labels), "subject_right": round(sum(labels) / len(labels), 4),
+                        "mean_confidence": round(sum(scores) / len(scores), 4), "auc": round(auc(scores, labels), 4),
+                        "wrong_in_least_confident_30%": round(wrong_in_least_confident(scores, labels), 4)}
+    plot_reliability(scored, args.plot)
+    report["plot"] = str(args.plot)
+    if args.write:
+        settings = json.loads(SETTINGS_FILE.read_text())
+        entry = settings["encoders"][captioner.config.encoder.name]
+        entry["confidence"] = {**model.to_dict(), "fitted_on": {name: len(labels) for name, (_, labels) in rows.items()},
+                               "fitted_with": f"benchmarks/fit_confidence.py {args.run} --flickr-images {args.flickr_images} --write"}
+        atomic_write_text(SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

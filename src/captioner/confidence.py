@@ -1,0 +1,55 @@
+"""How sure captioner is of a caption's subject: a logistic model over signals that predict it, fitted on dev.
+
+The signals (all in [0, 1] or 0/1, none on the decoder's own probability scale, so one fit serves every run on
+the encoder it was fitted for):
+- familiarity: cosine similarity of the photo to its nearest training photo; photos unlike Flickr8k's get the
+  decoder's people-and-dogs habits.
+- support: the classifier's probability of the caption's best-recognised word (captioner.grounded.support).
+- fallback: 1 when the caption is the grounding fallback (it names only what the classifier recognised).
+- unsupported_person: 1 when the caption names a person and the classifier has no evidence of one.
+benchmarks/fit_confidence.py fits the weights on the dev halves and draws the reliability plot; they live in
+grounding.json beside the grounding thresholds. A caption under DOUBTFUL_BELOW is marked doubtful.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+FEATURES = ("familiarity", "support", "fallback", "unsupported_person")
+DOUBTFUL_BELOW = 0.5
+
+
+@dataclass(frozen=True)
+class ConfidenceModel:
+    weights: dict[str, float]
+    bias: float
+
+    def __call__(self, signals: dict[str, float]) -> float:
+        logit = self.bias + sum(self.weights[name] * float(signals[name]) for name in FEATURES)
+        return 1.0 / (1.0 + math.exp(-logit))
+
+    def to_dict(self) -> dict[str, object]:
+        return {"weights": {name: round(self.weights[name], 4) for name in FEATURES}, "bias": round(self.bias, 4)}
+
+
+def fit(signals: Sequence[dict[str, float]], correct: Sequence[bool], *, l2: float = 0.01) -> ConfidenceModel:
+    """Logistic regression (L-BFGS, a light L2 penalty on the weights) of `correct` on the signals."""
+    if len(signals) != len(correct) or len(set(correct)) < 2:
+        raise ValueError("fitting a confidence model needs one label per row and both right and wrong captions")
+    inputs = torch.tensor([[float(row[name]) for name in FEATURES] for row in signals], dtype=torch.float64)
+    targets = torch.tensor([float(value) for value in correct], dtype=torch.float64)
+    weights = torch.zeros(len(FEATURES), dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([weights, bias], max_iter=500, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(inputs @ weights + bias, targets) + l2 * weights.square().sum()
+        value.backward()
+        return value
+
+    optimiser.step(loss)
+    return ConfidenceModel(dict(zip(FEATURES, weights.detach().tolist(), strict=True)), float(bias.detach()))
