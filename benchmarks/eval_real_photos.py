@@ -23,6 +23,7 @@ from typing import Any
 
 from real_photos.scoring import PHOTOS_FILE, load_photos, score_photo, summarise, words
 
+from captioner.confidence import DOUBTFUL_BELOW
 from captioner.errors import CaptionerError, ImageError
 from captioner.metrics import fast_scores, score_captions
 
@@ -64,6 +65,26 @@ def text_scores(references: dict[str, list[str]], candidates: dict[str, str]) ->
     return {name: round(scores[name], 4) for name in ("BLEU-4", "METEOR", "CIDEr")}
 
 
+def confidence_report(results: list, scores: list) -> dict[str, Any] | None:
+    """How well the captions' confidence ranks them: the share of the wrong captions (subject missed) among the least
+    confident 30%, the mean confidence of right and wrong ones, the fallbacks; None for a run without confidences."""
+    rated = [(result.confidence, score.subject_hit, result.source) for result, score in zip(results, scores, strict=True)
+             if not isinstance(result, ImageError) and result.confidence is not None]
+    if not rated:
+        return None
+    least = sorted(rated, key=lambda item: item[0])[: round(0.3 * len(rated))]
+    wrong = sum(not hit for _, hit, _ in rated)
+
+    def mean(values: list[float]) -> float | None:
+        return round(sum(values) / len(values), 4) if values else None
+
+    return {"wrong_in_least_confident_30%": round(sum(not hit for _, hit, _ in least) / wrong, 4) if wrong else None,
+            "mean_confidence_right": mean([value for value, hit, _ in rated if hit]),
+            "mean_confidence_wrong": mean([value for value, hit, _ in rated if not hit]),
+            "doubtful": sum(value < DOUBTFUL_BELOW for value, _, _ in rated),
+            "fallback_captions": sum(source == "fallback" for _, _, source in rated)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run directory (what `captioner train` wrote)")
@@ -77,6 +98,10 @@ def main() -> None:
                         help="decode each photo together with its mirror image (default: the run's decode.flip_ensemble)")
     parser.add_argument("--rerank-neighbours", type=int, default=None, help="consensus reranking; 0 turns it off (default: the run's)")
     parser.add_argument("--rerank-weight", type=float, default=None)
+    parser.add_argument("--grounding", action=argparse.BooleanOptionalAction, default=None,
+                        help="check the candidates against the encoder's classifier (default: the run's decode.grounding)")
+    parser.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
+                        help="say less when every candidate conflicts (default: the run's decode.fallback)")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
 
@@ -89,7 +114,8 @@ def main() -> None:
     except (CaptionerError, OSError) as error:
         sys.exit(f"error: {error}")
     options = {"beam_size": args.beam, "length_penalty": args.length_penalty, "flip_ensemble": args.flip_ensemble,
-               "rerank_neighbours": args.rerank_neighbours, "rerank_weight": args.rerank_weight}
+               "rerank_neighbours": args.rerank_neighbours, "rerank_weight": args.rerank_weight, "grounding": args.grounding,
+               "fallback": args.fallback}
     settings = captioner.decode_settings(**options)
     started = time.perf_counter()
     try:
@@ -111,15 +137,18 @@ def main() -> None:
         **{key: summary[key] for key in ("photos", "failed", "subject_accuracy", "invented_person_rate", "invented_animal_rate",
                                           "false_word_rate")},
         **text_scores(references, candidates),
+        "confidence": confidence_report(results, scores),
         "photos_without_person": summary["photos_without_person"], "photos_without_animal": summary["photos_without_animal"],
         "per_category": summary["per_category"],
         "decode": {"beam_size": settings.beam_size, "length_penalty": settings.length_penalty,
                    "flip_ensemble": settings.flip_ensemble, "rerank_neighbours": settings.rerank_neighbours,
-                   "rerank_weight": settings.rerank_weight},
+                   "rerank_weight": settings.rerank_weight, "grounding": settings.grounding and captioner.recogniser is not None,
+                   "fallback": settings.fallback},
         "seconds": round(seconds, 1),
     }
     if args.details:
-        report["details"] = [score.to_dict() for score in scores]
+        report["details"] = [{**score.to_dict(), "confidence": getattr(result, "confidence", None),
+                              "source": getattr(result, "source", None)} for score, result in zip(scores, results, strict=True)]
     print(json.dumps(report), flush=True)
 
 

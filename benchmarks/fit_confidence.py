@@ -6,7 +6,7 @@ Each dev photo is captioned as the product does (grounded with the encoder's set
 labelled right or wrong: on the real photos, whether the caption names the main subject (the benchmark's own
 scoring); on Flickr8k dev, whether the caption's subject (its first person, animal or recognised-object word)
 is in the photo's references (for a person word: whether the references name any person). A logistic model of
-that label on the signals is fitted on both together; --write stores it in src/captioner/grounding.json. Printed:
+that label on the signals is fitted on both together, each set weighing the same; --write stores it in src/captioner/grounding.json. Printed:
 the weights, and on each dev set the AUC and the share of the wrong captions among the least confident 30%.
 The test halves are not read (benchmarks/eval_real_photos.py scores them once).
 """
@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def caption_signals(photo: DevPhoto, captioner: Captioner) -> tuple[str, dict[str, float]]:
     choice = choose(photo.candidates, photo.recognition, photo.familiarity, captioner.grounding)
     words = choice.text.split()
-    return choice.text, signals(words, photo.recognition, photo.familiarity, is_fallback=choice.index is None)
+    return choice.text, signals(words, photo.recognition, photo.familiarity, is_fallback=choice.index is None,
+                                person_evidence=captioner.grounding.person_evidence)
 
 
 def flickr_label(text: str, references: list[str], recognised: set[str]) -> bool | None:
@@ -83,7 +84,9 @@ def main() -> None:
         if label is not None:
             rows["Flickr8k dev"][0].append(values)
             rows["Flickr8k dev"][1].append(label)
-    model = fit([row for signals_, _ in rows.values() for row in signals_], [label for _, labels in rows.values() for label in labels])
+    # each dev set counts as much as the other: 40 real photos against 300 Flickr8k ones
+    model = fit([row for signals_, _ in rows.values() for row in signals_], [label for _, labels in rows.values() for label in labels],
+                weights=[1 / len(labels) for _, labels in rows.values() for _ in labels])
     report = {"run": args.run, "model": model.to_dict()}
     scored = {}
     for name, (signals_, labels) in rows.items():

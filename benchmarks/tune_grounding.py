@@ -119,18 +119,14 @@ def main() -> None:
     parser.add_argument("--subject", type=floats, default=floats("0.35,0.45,0.55,0.65"))
     parser.add_argument("--support", type=floats, default=floats("0.05,0.1,0.2"))
     parser.add_argument("--person-evidence", type=floats, default=floats("0.03,0.05,0.1"))
-    parser.add_argument("--familiar-person-evidence", type=floats, default=floats("0"))
-    parser.add_argument("--familiar-subject", type=floats, default=floats("0.6"))
     args = parser.parse_args()
     captioner = Captioner.load(args.run)
     if captioner.recogniser is None:
         raise SystemExit(f"error: {args.run}'s encoder has no ImageNet head or no grounding entry in grounding.json")
     sets = dev_sets(captioner, args.flickr_images)
     print(json.dumps(report(*sets, None)), flush=True)
-    for familiar, subject, support, evidence, familiar_evidence, familiar_subject in itertools.product(
-            args.familiar, args.subject, args.support, args.person_evidence, args.familiar_person_evidence, args.familiar_subject):
-        settings = GroundingSettings(familiar=familiar, subject=subject, support=support, person_evidence=evidence,
-                                     familiar_person_evidence=familiar_evidence, familiar_subject=familiar_subject)
+    for familiar, subject, support, evidence in itertools.product(args.familiar, args.subject, args.support, args.person_evidence):
+        settings = GroundingSettings(familiar=familiar, subject=subject, support=support, person_evidence=evidence)
         print(json.dumps(report(*sets, settings)), flush=True)
 
 

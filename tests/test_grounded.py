@@ -74,6 +74,10 @@ def test_the_fallback_names_what_was_recognised_or_the_setting_and_never_an_unba
         "a photo of a snowy mountain"
     assert choose(["a little girl in a blue shirt is on the beach".split()], NOTHING, 0.5, SETTINGS).text == \
         "a photo of the beach"
+    # nothing sure, but a candidate names something the classifier half sees: that thing, never clothing
+    camera = seen({"camera": 0.36, "lens cap": 0.06, "jersey": 0.3}, person=0.02)
+    assert choose(["a little girl is sitting on a camera".split()], camera, 0.5, SETTINGS).text == "a photo of a camera"
+    assert choose(["a little girl in a jersey".split()], camera, 0.5, SETTINGS).text == "a photo"
     # a caption cut off at an adjective has no setting to keep, and a setting with a person in it is not kept
     assert choose(["a man is jumping on a blue".split()], NOTHING, 0.5, SETTINGS).text == "a photo"
     assert setting_phrase("a dog is standing next to a man".split()) is None
@@ -91,7 +95,7 @@ def test_a_low_confidence_caption_of_a_photo_with_no_recognised_subject_never_na
 
     choice = choose([caption.split(), "a man is jumping on a blue".split()], NOTHING, 0.3, SETTINGS)
     assert choice.index is None and not names_person(choice.text.split())
-    assert not names_person(fallback_caption(caption.split(), NOTHING, SETTINGS).split())
+    assert not names_person(fallback_caption([caption.split()], NOTHING, SETTINGS).split())
 
 
 def test_the_presets_encoder_has_settings_and_other_encoders_go_ungrounded(tmp_path):
@@ -122,14 +126,18 @@ def test_a_run_may_carry_its_own_calibration_and_a_broken_one_is_a_clear_error(t
 
 def test_signals_read_the_final_caption():
     values = signals("a photo of a cat".split(), CAT, 0.46, is_fallback=True)
-    assert values == {"familiarity": 0.46, "support": 0.5, "fallback": 1.0, "unsupported_person": 0.0}
+    assert values == {"familiarity": 0.46, "support": 0.5, "fallback": 1.0, "says_nothing": 0.0, "unsupported_person": 0.0,
+                      "backed_person": 0.0}
     values = signals("a man is sitting on a wall".split(), CAT, None, is_fallback=False)
-    assert values == {"familiarity": 0.0, "support": 0.0, "fallback": 0.0, "unsupported_person": 1.0}
+    assert values == {"familiarity": 0.0, "support": 0.0, "fallback": 0.0, "says_nothing": 0.0, "unsupported_person": 1.0,
+                      "backed_person": 0.0}
     assert set(values) == set(FEATURES)
+    assert signals(["a", "photo"], NOTHING, 0.5, is_fallback=True)["says_nothing"] == 1.0
+    assert signals("a man plays".split(), seen({"clothing": 0.3}, person=0.3), 0.5, is_fallback=False)["backed_person"] == 1.0
 
 
 def test_the_confidence_model_learns_which_signals_predict_a_right_subject():
-    rows = [{"familiarity": f, "support": s, "fallback": 0.0, "unsupported_person": 0.0}
+    rows = [{"familiarity": f, "support": s, "fallback": 0.0, "says_nothing": 0.0, "unsupported_person": 0.0, "backed_person": 0.0}
             for f in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8) for s in (0.0, 0.5, 0.9)]
     correct = [row["familiarity"] + row["support"] > 0.9 for row in rows]
     model = fit(rows, correct)

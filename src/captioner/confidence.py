@@ -5,8 +5,10 @@ the encoder it was fitted for):
 - familiarity: cosine similarity of the photo to its nearest training photo; photos unlike Flickr8k's get the
   decoder's people-and-dogs habits.
 - support: the classifier's probability of the caption's best-recognised word (captioner.grounded.support).
-- fallback: 1 when the caption is the grounding fallback (it names only what the classifier recognised).
-- unsupported_person: 1 when the caption names a person and the classifier has no evidence of one.
+- fallback: 1 when the caption is the grounding fallback (it names only what the classifier recognised), and
+  says_nothing: 1 when that fallback is the bare "a photo".
+- unsupported_person / backed_person: 1 when the caption names a person and the classifier has no evidence of
+  one / has some (clothing as worn).
 benchmarks/fit_confidence.py fits the weights on the dev halves and draws the reliability plot; they live in
 grounding.json beside the grounding thresholds. A caption under DOUBTFUL_BELOW is marked doubtful.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-FEATURES = ("familiarity", "support", "fallback", "unsupported_person")
+FEATURES = ("familiarity", "support", "fallback", "says_nothing", "unsupported_person", "backed_person")
 DOUBTFUL_BELOW = 0.5
 
 
@@ -35,21 +37,27 @@ class ConfidenceModel:
         return {"weights": {name: round(self.weights[name], 4) for name in FEATURES}, "bias": round(self.bias, 4)}
 
 
-def fit(signals: Sequence[dict[str, float]], correct: Sequence[bool], *, l2: float = 0.01) -> ConfidenceModel:
-    """Logistic regression (L-BFGS, a light L2 penalty on the weights) of `correct` on the signals."""
+def fit(signals: Sequence[dict[str, float]], correct: Sequence[bool], *, weights: Sequence[float] | None = None,
+        l2: float = 0.001) -> ConfidenceModel:
+    """Logistic regression (L-BFGS, a light L2 penalty on the coefficients) of `correct` on the signals, each row
+    counted with its weight (default 1)."""
     if len(signals) != len(correct) or len(set(correct)) < 2:
         raise ValueError("fitting a confidence model needs one label per row and both right and wrong captions")
+    row_weights = torch.tensor(list(weights) if weights is not None else [1.0] * len(correct), dtype=torch.float64)
+    if row_weights.shape[0] != len(correct):
+        raise ValueError("fitting a confidence model needs one weight per row")
     inputs = torch.tensor([[float(row[name]) for name in FEATURES] for row in signals], dtype=torch.float64)
     targets = torch.tensor([float(value) for value in correct], dtype=torch.float64)
-    weights = torch.zeros(len(FEATURES), dtype=torch.float64, requires_grad=True)
+    coefficients = torch.zeros(len(FEATURES), dtype=torch.float64, requires_grad=True)
     bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([weights, bias], max_iter=500, line_search_fn="strong_wolfe")
+    optimiser = torch.optim.LBFGS([coefficients, bias], max_iter=500, line_search_fn="strong_wolfe")
 
     def loss() -> torch.Tensor:
         optimiser.zero_grad()
-        value = torch.nn.functional.binary_cross_entropy_with_logits(inputs @ weights + bias, targets) + l2 * weights.square().sum()
+        per_row = torch.nn.functional.binary_cross_entropy_with_logits(inputs @ coefficients + bias, targets, reduction="none")
+        value = (per_row * row_weights).sum() / row_weights.sum() + l2 * coefficients.square().sum()
         value.backward()
         return value
 
     optimiser.step(loss)
-    return ConfidenceModel(dict(zip(FEATURES, weights.detach().tolist(), strict=True)), float(bias.detach()))
+    return ConfidenceModel(dict(zip(FEATURES, coefficients.detach().tolist(), strict=True)), float(bias.detach()))

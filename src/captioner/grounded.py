@@ -57,8 +57,6 @@ class GroundingSettings:
     subject: float  # a recognised word at least this probable is the photo's subject
     support: float = 0.1  # a caption word the classifier gives at least this probability agrees with it
     person_evidence: float = 0.05  # less person evidence than this on an unfamiliar photo: no person in it
-    familiar_person_evidence: float = 0.0  # the same on a familiar photo (0: a person there is always believed)
-    familiar_subject: float = 0.6  # on a familiar photo, a recognised subject this probable overrules a person caption
 
 
 @lru_cache(maxsize=8)
@@ -91,12 +89,15 @@ def calibration(encoder_name: str, run_dir: str | Path | None = None) -> tuple[G
         raise CaptionerError(f"{path}: the {encoder_name} entry is malformed ({error})") from None
 
 
-def signals(words: list[str], recognition: Recognition, familiarity: float | None, *, is_fallback: bool) -> dict[str, float]:
+def signals(words: list[str], recognition: Recognition, familiarity: float | None, *, is_fallback: bool,
+            person_evidence: float = 0.05) -> dict[str, float]:
     """What the confidence model reads for a final caption (captioner.confidence.FEATURES)."""
+    person = names_person(words)
+    backed = recognition.person_evidence >= person_evidence
     return {"familiarity": familiarity if familiarity is not None else 0.0,
             "support": support(words, recognition) if not is_fallback else _fallback_support(words, recognition),
-            "fallback": float(is_fallback),
-            "unsupported_person": float(names_person(words) and recognition.person_evidence < 0.05)}
+            "fallback": float(is_fallback), "says_nothing": float(is_fallback and words == ["a", "photo"]),
+            "unsupported_person": float(person and not backed), "backed_person": float(person and backed)}
 
 
 def _fallback_support(words: list[str], recognition: Recognition) -> float:
@@ -176,18 +177,15 @@ def conflicts(words: list[str], recognition: Recognition, familiarity: float | N
     found = []
     unfamiliar = familiarity is None or familiarity < settings.familiar
     person = names_person(words)
-    evidence = settings.person_evidence if unfamiliar else settings.familiar_person_evidence
-    if person and recognition.person_evidence < evidence:
+    if person and unfamiliar and recognition.person_evidence < settings.person_evidence:
         found.append("names a person the classifier sees no sign of")
     unseen = [word for word in named_animals(words) if recognition.words.get(word, 0.0) < settings.support]
     if unfamiliar and unseen:
         found.append(f"names a {unseen[0]} the classifier does not see")
     subject = recognised_subject(recognition, settings)
-    # a person the classifier sees signs of need not name the recognised thing ("a man plays a guitar" beside
-    # "bassoon"), nor one on a familiar photo unless the classifier is very sure of that thing ("a person sits in
-    # a tent" is no caption for a balloon)
-    trusted_person = person and (recognition.person_evidence >= settings.person_evidence
-                                 or (not unfamiliar and subject is not None and subject[1] < settings.familiar_subject))
+    # a person the classifier sees signs of, or one on a familiar photo, need not name the recognised thing: "a man
+    # plays a guitar" beside "bassoon", "a man is skiing" beside "ski" (requiring it cost Flickr8k dev 1 CIDEr point)
+    trusted_person = person and not found  # found: the person conflict above, or an animal nobody sees
     if subject is not None and not trusted_person and support(words, recognition) < settings.support:
         found.append(f"misses the recognised {subject[0]}")
     return found
@@ -205,19 +203,26 @@ def setting_phrase(words: list[str]) -> list[str] | None:
     for index in range(len(words) - 1, -1, -1):
         if words[index] in PREPOSITIONS:
             phrase = words[index + 1:]
+            worn = _word_tables()[2]  # "in a red shirt" is what a person wears, not where the photo is
             if (len(phrase) >= 2 and phrase[0] in DETERMINERS and phrase[-1] not in NOT_NOUNS | NOT_SETTINGS
-                    and not names_person(phrase) and not names_animal(phrase)):
+                    and not names_person(phrase) and not names_animal(phrase) and not _names(phrase, worn)):
                 return phrase
             return None
     return None
 
 
-def fallback_caption(words: list[str], recognition: Recognition, settings: GroundingSettings) -> str:
-    """Say less: the recognised subject, else the candidate's setting, else only that it is a photo."""
+def fallback_caption(candidates: list[list[str]], recognition: Recognition, settings: GroundingSettings) -> str:
+    """Say less: the recognised subject; else the best-supported thing a candidate names ("a little girl is sitting
+    on a camera" -> "a photo of a camera"); else the first candidate's setting; else only that it is a photo."""
     subject = recognised_subject(recognition, settings)
     if subject is not None:
         return f"a photo of {with_article(subject[0])}"
-    phrase = setting_phrase(words)
+    _, _, worn = _word_tables()
+    named = [(recognition.words[word], word) for words in candidates for word in _names(words, set(recognition.words))
+             if word not in worn and not names_person(word.split())]
+    if named and max(named)[0] >= settings.support:
+        return f"a photo of {with_article(max(named)[1])}"
+    phrase = setting_phrase(candidates[0]) if candidates else None
     if phrase is not None:
         return "a photo of " + " ".join(phrase)
     return "a photo"
@@ -241,5 +246,5 @@ def choose(candidates: list[list[str]], recognition: Recognition, familiarity: f
         if not conflicts(words, recognition, familiarity, settings):
             return Choice(index, " ".join(words), first)
     if fallback or not candidates:
-        return Choice(None, fallback_caption(candidates[0] if candidates else [], recognition, settings), first)
+        return Choice(None, fallback_caption(candidates, recognition, settings), first)
     return Choice(0, " ".join(candidates[0]), first)

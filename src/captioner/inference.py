@@ -167,8 +167,8 @@ class Captioner:
             best.doubts = choice.conflicts
             best.recognised = recognition.to_dict(words=5)["words"]
             if self.confidence_model is not None:
-                best.confidence = self.confidence_model(signals(best.tokens, recognition, familiarity,
-                                                                is_fallback=choice.index is None))
+                best.confidence = self.confidence_model(signals(best.tokens, recognition, familiarity, is_fallback=choice.index is None,
+                                                                person_evidence=self.grounding.person_evidence))
             captions.append(self._with_alternatives(best, others))
         return captions
 
