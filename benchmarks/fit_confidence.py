@@ -7,8 +7,8 @@ labelled right or wrong: on the real photos, whether the caption names the main 
 scoring); on Flickr8k dev, whether the caption's subject (its first person, animal or recognised-object word)
 is in the photo's references (for a person word: whether the references name any person). A logistic model of
 that label on the signals is fitted on both together, each set weighing the same; --write stores it in
-src/captioner/grounding.json. Printed: the weights, and on each dev set the AUC and the share of the wrong captions among the least confident 30%.
-The test halves are not read (benchmarks/eval_real_photos.py scores them once).
+src/captioner/grounding.json. Printed: the weights, and on each dev set the AUC and the share of the wrong
+captions among the least confident 30%. The test halves are not read (benchmarks/eval_real_photos.py scores them once).
 """
 from __future__ import annotations
 
