@@ -1,9 +1,12 @@
 """Inference speed of a trained run: one JSON line per measurement.
 
     python benchmarks/bench_inference.py runs/default [--images DIR] [--repeats 30] [--beam 3] [--rerank-neighbours N]
+    python benchmarks/bench_inference.py runs/default --compare-grounding   # what grounding costs, side by side
 
 Single-image latency (median, p90) and batch-of-16 throughput, with encoder and decoder time
 measured separately. Images are real Flickr8k test photos (or any folder), read from disk each time.
+--compare-grounding decodes every photo of the single-image round twice more, with grounding on and off
+(in alternating order, so a load that drifts during the run touches both alike), and prints their medians.
 """
 from __future__ import annotations
 
@@ -41,22 +44,39 @@ def main() -> None:
     parser.add_argument("--rerank-neighbours", type=int, default=None, help="consensus reranking (default: the run's)")
     parser.add_argument("--flip-ensemble", action=argparse.BooleanOptionalAction, default=None,
                         help="decode each photo with its mirror image too (default: the run's)")
+    parser.add_argument("--grounding", action=argparse.BooleanOptionalAction, default=None,
+                        help="check candidates against the encoder's classifier (default: the run's)")
+    parser.add_argument("--compare-grounding", action="store_true", help="also time each photo with grounding on and off")
     args = parser.parse_args()
-    options = {"beam_size": args.beam, "rerank_neighbours": args.rerank_neighbours, "flip_ensemble": args.flip_ensemble}
+    options = {"beam_size": args.beam, "rerank_neighbours": args.rerank_neighbours, "flip_ensemble": args.flip_ensemble,
+               "grounding": args.grounding}
 
     captioner = Captioner.load(args.run)
     images = list_images(args.images)[: max(args.repeats, 16 * 4)]
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    settings = {"run": args.run, "beam": args.beam, "rerank_neighbours": args.rerank_neighbours, "flip_ensemble": args.flip_ensemble}
+    settings = {"run": args.run, "beam": args.beam, "rerank_neighbours": args.rerank_neighbours, "flip_ensemble": args.flip_ensemble,
+                "grounding": args.grounding}
     captioner.caption(images[:2], **options)  # warm-up (and loading the caption memory when reranking)
 
     encode_times, decode_times, totals = [], [], []
-    for path in images[: args.repeats]:
+    compared: dict[bool, list[float]] = {True: [], False: []}  # grounding on / off: encode + decode seconds
+    for number, path in enumerate(images[: args.repeats]):
         views, encode_seconds = timed(captioner.encode, [path], flip_ensemble=args.flip_ensemble)
         _, decode_seconds = timed(captioner.decode, *views, **options)
         encode_times.append(encode_seconds)
         decode_times.append(decode_seconds)
         totals.append(encode_seconds + decode_seconds)
+        if args.compare_grounding:
+            for grounding in (True, False) if number % 2 else (False, True):
+                _, seconds = timed(captioner.decode, *views, **{**options, "grounding": grounding})
+                compared[grounding].append(encode_seconds + seconds)
+    if args.compare_grounding:
+        on, off = statistics.median(compared[True]), statistics.median(compared[False])
+        print(json.dumps({
+            "measurement": "grounding_cost_single_image_ms", **settings, "images": len(compared[True]),
+            "median_grounded": round(1000 * on, 1), "median_ungrounded": round(1000 * off, 1),
+            "grounded_over_ungrounded": round(on / off, 3), **machine,
+        }))
     print(json.dumps({
         "measurement": "single_image_latency_ms", **settings, "images": len(totals),
         "median": round(1000 * statistics.median(totals), 1), "p90": round(1000 * percentile(totals, 0.9), 1),
