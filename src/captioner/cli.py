@@ -158,13 +158,14 @@ def number(value: float | None) -> str:
 
 
 def confidence_note(caption) -> str:
-    """"  [confidence 0.31, doubtful: names a person the classifier sees no sign of]" for the text output."""
+    """The text output's tail: "[confidence 0.94]", "[confidence 0.76, said less: names a dog the classifier does not
+    see]" for a fallback, "[confidence 0.31, doubtful: ...]" under the doubtful mark, with the reasons."""
     if caption.confidence is None:
         return ""
-    reasons = "; ".join(caption.doubts) if caption.source == "fallback" or caption.doubtful else ""
-    label = "doubtful" if caption.doubtful else "confident"
-    fallback = ", said less: the decoder's candidates conflicted with what the encoder recognised" if caption.source == "fallback" else ""
-    return f"\t[confidence {caption.confidence:.2f}, {label}{fallback}{': ' + reasons if reasons else ''}]"
+    labels = [label for label, shown in (("doubtful", caption.doubtful), ("said less", caption.source == "fallback")) if shown]
+    reasons = "; ".join(caption.doubts)
+    tail = f", {' and '.join(labels)}" + (f": {reasons}" if reasons else "") if labels else ""
+    return f"\t[confidence {caption.confidence:.2f}{tail}]"
 
 
 def command_serve(args: argparse.Namespace) -> int:
