@@ -201,6 +201,7 @@ def test_a_doubtful_caption_is_marked_in_words_and_the_fallback_has_no_score(bro
         expect(card.locator(".caption")).to_have_text(result["caption"])
         expect(card.locator(".actions .score")).to_have_text("built from what the encoder recognised")
         expect(card.locator(".where")).to_contain_text("no attention map")
+        expect(page.locator("#status")).to_contain_text("Doubtful caption")  # the live region says it to screen readers
         # the decoder's own candidates are still there to pick from, with their scores
         expect(card.locator(".alternatives li .score").first).to_contain_text("score ")
         page.close()

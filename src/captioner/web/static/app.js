@@ -315,7 +315,11 @@ async function handleFiles(fileList) {
       if (outcome.ok) {
         captioned += 1;
         renderCaption(cards[index], outcome.data);
-        if (files.length === 1) announce(`${files[index].name}: ${asAltText(outcome.data.caption)}`);
+        if (files.length === 1) {
+          // a screen reader hears the doubt too, not only sighted users who see the mark
+          const doubt = outcome.data.doubtful ? " Doubtful caption: check it before use." : "";
+          announce(`${files[index].name}: ${asAltText(outcome.data.caption)}${doubt}`);
+        }
       } else {
         rejected += 1;
         renderError(cards[index], outcome.message);
