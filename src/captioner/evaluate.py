@@ -46,8 +46,9 @@ def _grounding(metrics: dict[str, Any]) -> str:
     if not metrics.get("grounding"):
         return "; ungrounded"
     grounded = metrics["grounded"]
-    return (f"; grounded in the encoder's classifier ({grounded['other_candidate_chosen']} captions another candidate, "
-            f"{grounded['fallback_captions']} fallback captions{'' if metrics.get('fallback') else ', fallback off'})")
+    return (f"; grounded in the encoder's classifier ({grounded['fallback_captions']} fallback captions, "
+            f"{grounded['decoder_after_doubts']} decoder captions after a conflicting first candidate"
+            f"{'' if metrics.get('fallback') else ', fallback off'})")
 
 
 def write_report(path: Path, run_name: str, split: str, metrics: dict[str, Any]) -> None:
@@ -76,7 +77,8 @@ def grounding_summary(captions: list[Caption]) -> dict[str, Any]:
     """How grounding changed a split's captions: fallbacks, candidates passed over, and the confidences."""
     confidences = [caption.confidence for caption in captions if caption.confidence is not None]
     return {"fallback_captions": sum(caption.source == "fallback" for caption in captions),
-            "other_candidate_chosen": sum(caption.source == "decoder" and bool(caption.doubts) for caption in captions),
+            # the decoder's first candidate conflicted, yet a decoder caption stands: another candidate, or (fallback off) it
+            "decoder_after_doubts": sum(caption.source == "decoder" and bool(caption.doubts) for caption in captions),
             "mean_confidence": round(float(np.mean(confidences)), 4) if confidences else None,
             "doubtful": sum(caption.doubtful for caption in captions)}
 

@@ -9,11 +9,11 @@ training photos it invents a man on a bench for a ladybird. Per photo, two signa
 A candidate conflicts when it names a person on an unfamiliar photo with no person evidence, an animal on an
 unfamiliar photo the classifier does not see that animal in, or when the classifier recognises a subject (a
 word at least `subject` probable) that the candidate names nothing of, unless its subject is a person
-the photo backs. The first candidate (in ranking order) without a
-conflict is the caption; when every one conflicts, the fallback says less rather than something false: "a
-photo of a cat" from the recognised subject, else the candidate's own setting without its invented subject
-("a photo of a snowy mountain"), else "a photo". A fallback caption never names a person the classifier
-has no evidence of. The settings were chosen on the dev halves (benchmarks/tune_grounding.py).
+the photo backs. The first candidate (in ranking order) without a conflict is the caption; when every one
+conflicts, the fallback says less rather than something false: "a photo of a cat" from the recognised
+subject, else the best-recognised thing a candidate names ("a photo of a camera"), else the first candidate's
+setting without its invented subject ("a photo of a snowy mountain"), else "a photo". A fallback caption
+never names a person. The settings were chosen on the dev halves (benchmarks/tune_grounding.py).
 """
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ MASS_NOUNS = frozenset("food water fruit coffee clothing furniture snow grass br
 DETERMINERS = frozenset("a an the some two three four several".split())
 # a setting phrase begins after the last of these ("in front of" ends in "of")
 PREPOSITIONS = frozenset("in on at through near by under over across along into onto of beside behind".split())
-# words that cannot end a noun phrase: a caption cut at "in a brown" has no setting to keep
 NOT_SETTINGS = frozenset("air camera ball toy stick mouth".split())  # "in the air" is where a jump is, not a place
+# words that cannot end a noun phrase: a caption cut at "in a brown" has no setting to keep
 NOT_NOUNS = frozenset("""
 a an the and or of in on at with is are black white brown red blue green yellow orange pink purple grey gray
 colorful big small large little young old tall wooden snowy sandy grassy rocky dark bright

@@ -146,7 +146,8 @@ class Captioner:
                                        max_length=settings.max_length, flip_ensemble=settings.flip_ensemble)
         if reranking:
             results = self.memory.rerank(grid, results, neighbours=settings.rerank_neighbours, weight=settings.rerank_weight)
-        candidates = [[self._to_caption(hypothesis) for hypothesis in hypotheses] for hypotheses in results]
+        kept = None if grounded else n_best  # grounding may pick any candidate of the beam
+        candidates = [[self._to_caption(hypothesis) for hypothesis in hypotheses[:kept]] for hypotheses in results]
         if not grounded:
             return [self._with_alternatives(converted[0], converted[1:n_best]) for converted in candidates]
         assert self.recogniser is not None and self.grounding is not None
