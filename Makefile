@@ -67,7 +67,7 @@ test-fast: setup
 	$(BIN)/pytest -q -m "not integration"
 
 bench: setup
-	$(BIN)/python benchmarks/bench_inference.py $(RUN)
+	$(BIN)/python benchmarks/bench_inference.py $(RUN) --compare-grounding
 	$(BIN)/python benchmarks/bench_server.py $(RUN) $(FLICKR8K_DIR)/images --seconds 10
 
 lint: setup
