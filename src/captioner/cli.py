@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -224,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--ensemble", nargs="+", metavar="RUN", help="more runs (same encoder and vocabulary) to decode with RUN as one")
     caption.set_defaults(handler=command_caption)
 
+    from captioner.library.commands import add_commands
+
+    add_commands(commands, _positive_int)
+
     serve = commands.add_parser("serve", help="web page and HTTP API")
     serve.add_argument("run")
     serve.add_argument("--host", default="127.0.0.1")
@@ -239,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except CaptionerError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as error:  # a library write that failed (a full disk): the transaction rolled back whole
+        print(f"error: library: {error}; nothing of the unfinished batch was written", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,0 +1,241 @@
+"""Caption a folder tree into its library: what is new or changed, once; resumable after any kill.
+
+A scan lists the tree's image files (symlinks are not followed, so a link loop cannot trap it; the library's
+own folder is skipped; an unreadable folder is reported and skipped) and compares each with its row:
+- same path, same size and mtime, already captioned (or failed): unchanged, never recaptioned;
+- same path, another size or mtime: changed, captioned again;
+- a new path whose content hash is that of a row whose file is gone: moved or renamed, the row follows it;
+- a row whose file is gone and did not move: removed.
+New and changed photos are captioned in batches, and each batch is written in one transaction as soon as it is
+done, so a kill (SIGKILL included) loses at most the batch in flight and a rerun captions only what is missing.
+The next batch's files are read and decoded in a thread while the model works on the current one. One
+`index` at a time: a second one on the same library gets a one-line LibraryError.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from PIL import Image
+
+from captioner.data.images import IMAGE_SUFFIXES, load_image
+from captioner.errors import ImageError
+from captioner.inference import Caption, Captioner
+from captioner.library.store import LIBRARY_DIR, Library, LibraryError, Photo, display_path
+
+SUFFIXES = {suffix.encode() for suffix in IMAGE_SUFFIXES}
+
+
+@dataclass
+class Found:
+    key: bytes  # the path relative to the root, as bytes
+    path: bytes  # the absolute path
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class IndexSummary:
+    captioned: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    failed: int = 0
+    removed: int = 0
+    skipped_folders: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.captioned / self.seconds if self.seconds and self.captioned else 0.0
+        skipped = f", {len(self.skipped_folders)} unreadable folders skipped" if self.skipped_folders else ""
+        return (f"{self.captioned} captioned ({rate:.1f} photos/s), {self.unchanged} unchanged, {self.moved} moved, "
+                f"{self.failed} failed, {self.removed} removed{skipped}")
+
+
+def scan(root: Path, on_error: Callable[[str], None]) -> Iterator[Found]:
+    """The image files under root, as bytes paths (names need not be UTF-8), the library folder left out."""
+    base = os.fsencode(root.resolve())
+    skip = LIBRARY_DIR.encode()
+
+    def report(error: OSError) -> None:
+        on_error(f"{display_path(os.fsencode(error.filename or b'?'))}: {error.strerror or error}")
+
+    for folder, folders, files in os.walk(base, onerror=report, followlinks=False):
+        folders[:] = sorted(name for name in folders if name != skip)
+        for name in sorted(files):
+            if os.path.splitext(name)[1].lower() not in SUFFIXES:
+                continue
+            path = os.path.join(folder, name)
+            try:
+                info = os.lstat(path)
+            except OSError as error:  # deleted between the listing and now
+                report(error)
+                continue
+            if not os.path.isfile(path) or os.path.islink(path):
+                continue
+            yield Found(os.path.relpath(path, base), path, info.st_size, info.st_mtime_ns)
+
+
+def file_sha256(path: bytes) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Loaded:
+    found: Found
+    image: Image.Image | None
+    sha256: str | None
+    error: str | None
+
+
+def load(found: Found) -> Loaded:
+    """Read one photo: its bytes once for the hash and the image; a bad file becomes its one-line error."""
+    try:
+        data = Path(os.fsdecode(found.path)).read_bytes()
+    except OSError as error:
+        return Loaded(found, None, None, f"{display_path(found.key)}: cannot read ({error.strerror or error})")
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        image = load_image(data)
+        image.load()
+        return Loaded(found, image, sha256, None)
+    except ImageError as error:
+        return Loaded(found, None, sha256, str(error).replace(f"<{len(data)} bytes>", display_path(found.key), 1))
+    except Exception as error:  # never let one odd file stop the job
+        return Loaded(found, None, sha256, f"{display_path(found.key)}: {type(error).__name__}: {error}")
+
+
+def run_identity(captioner: Captioner) -> str:
+    """Which model writes the captions: the run folder and its weights' size and mtime."""
+    weights = captioner.run_dir / "model.safetensors"
+    info = weights.stat()
+    return f"{captioner.run_dir.resolve()}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def _photo(loaded: Loaded, caption: Caption | None, *, run: str, model: str, commit: str | None, when: str) -> Photo:
+    found = loaded.found
+    photo = Photo(path=display_path(found.key), size=found.size, mtime_ns=found.mtime_ns, sha256=loaded.sha256,
+                  run=run, model=model, code_commit=commit, captioned_at=when, error=loaded.error)
+    if loaded.image is not None:
+        photo.width, photo.height = loaded.image.size
+    if caption is not None:
+        photo.caption = caption.text
+        photo.alternatives = [{"text": other.text, "score": other.score, "log_probability": other.log_probability}
+                              for other in caption.alternatives]
+        photo.confidence, photo.doubtful, photo.source = caption.confidence, caption.doubtful, caption.source
+        photo.recognised = caption.recognised
+    return photo
+
+
+class IndexLock:
+    """An exclusive lock beside the library file, held while one `index` runs; released by the kernel on any exit."""
+
+    def __init__(self, library_path: Path):
+        self.path = library_path.with_name(library_path.name + ".lock")
+        self.handle = None
+
+    def __enter__(self) -> IndexLock:
+        self.handle = open(self.path, "a")  # noqa: SIM115 - held until __exit__
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise LibraryError(f"{self.path.with_suffix('')}: another `captioner index` is working on this library; "
+                               "wait for it to finish") from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def index(library: Library, captioner: Captioner, *, batch_size: int = 16, recaption: bool = False,
+          progress: bool = True, warn: Callable[[str], None] | None = None, **options) -> IndexSummary:
+    """Bring the library up to date with its root folder (see the module docstring); `options` go to decoding."""
+    from tqdm import tqdm
+
+    from captioner.provenance import provenance
+
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    started = time.perf_counter()
+    summary = IndexSummary()
+    model = run_identity(captioner)
+    previous = library.meta("model")
+    if previous is not None and previous != model and not recaption:
+        raise LibraryError(f"{library.path}: captioned by another run ({previous.split(':')[0]}); pass --recaption to caption "
+                           f"every photo again with {captioner.run_dir}")
+    with IndexLock(library.path):
+        known = library.fingerprints()
+        pending: list[Found] = []
+        seen: set[bytes] = set()
+
+        def skipped(message: str) -> None:
+            summary.skipped_folders.append(message)
+            warn(message)
+
+        new: list[Found] = []
+        for found in scan(library.root, skipped):
+            seen.add(found.key)
+            old = known.get(found.key)
+            if old is not None and old[:2] == (found.size, found.mtime_ns) and old[3] and not recaption:
+                summary.unchanged += 1
+            elif old is None:
+                new.append(found)
+            else:
+                pending.append(found)
+        gone = {key: value for key, value in known.items() if key not in seen}
+        # a new path with the content of a vanished row: the photo moved, its caption follows it
+        by_hash = {value[2]: key for key, value in gone.items() if value[2] and value[3]}
+        for found in new:
+            sha256 = file_sha256(found.path) if by_hash and not recaption else None
+            if sha256 is not None and sha256 in by_hash:
+                old_key = by_hash.pop(sha256)
+                library.move(old_key, found.key, size=found.size, mtime_ns=found.mtime_ns)
+                gone.pop(old_key)
+                summary.moved += 1
+            else:
+                pending.append(found)
+        if gone:
+            library.remove(list(gone))
+            summary.removed = len(gone)
+        library.set_meta("model", model)
+        commit = provenance().get("git_commit")
+        run = str(captioner.run_dir)
+        bar = tqdm(total=len(pending), unit="photo", desc="index", disable=not progress, smoothing=0.1)
+        batches = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            upcoming = reader.submit(lambda batch: [load(found) for found in batch], batches[0]) if batches else None
+            for number in range(len(batches)):
+                loaded = upcoming.result()
+                if number + 1 < len(batches):  # read and decode the next batch while the model works on this one
+                    upcoming = reader.submit(lambda batch: [load(found) for found in batch], batches[number + 1])
+                images = [item.image for item in loaded if item.image is not None]
+                captions = iter(captioner.caption_many(images, batch_size=batch_size, **options)) if images else iter(())
+                when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                rows = []
+                for item in loaded:
+                    caption = next(captions) if item.image is not None else None
+                    if isinstance(caption, ImageError):
+                        item.error, caption = str(caption), None
+                    rows.append((item.found.key, _photo(item, caption, run=run, model=model, commit=commit, when=when)))
+                    if item.error is not None:
+                        summary.failed += 1
+                        warn(item.error)
+                    else:
+                        summary.captioned += 1
+                library.write(rows)  # the batch is in the file, whole, before the next one starts
+                bar.update(len(loaded))
+        bar.close()
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,237 @@
+"""The photo library: index a generated tree, keep it current, search it; every bad input on the way."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from captioner.cli import main
+from captioner.library.indexer import IndexLock, index
+from captioner.library.search import fts_query, search
+from captioner.library.store import SCHEMA_VERSION, Library, LibraryError, Photo
+
+from conftest import COLOURS, SHAPES, draw_shape, noisy_jpeg_bytes, png_header
+
+
+def draw_tree(root: Path, count: int = 6) -> list[Path]:
+    """`count` shape photos in nested folders, names with spaces and Unicode among them."""
+    folders = [root, root / "2024" / "summer", root / "Ferien ä"]
+    paths = []
+    for number in range(count):
+        colour, shape = list(COLOURS)[number % 3], SHAPES[number % 2]
+        path = folders[number % 3] / f"{colour} {shape} {number}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draw_shape(colour, shape, number).save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    root = tmp_path / "photos"
+    draw_tree(root)
+    return root
+
+
+def open_library(root: Path) -> Library:
+    return Library.open(root / ".captioner" / "library.sqlite", create=True, root=root)
+
+
+def rows(root: Path) -> dict[str, Photo]:
+    with open_library(root) as library:
+        return {photo.path: photo for photo in library.photos()}
+
+
+def test_index_captions_every_photo_once_and_search_finds_them_by_stem(tree, tiny_captioner):
+    with open_library(tree) as library:
+        first = index(library, tiny_captioner, batch_size=4, progress=False)
+        assert (first.captioned, first.unchanged, first.failed) == (6, 0, 0)
+        photos = {photo.path: photo for photo in library.photos()}
+        assert "Ferien ä/blue square 2.jpg" in photos and "2024/summer/green circle 1.jpg" in photos
+        photo = photos["red square 0.jpg"]
+        assert photo.caption and photo.width == photo.height == 96 and len(photo.sha256) == 64
+        assert photo.run == str(tiny_captioner.run_dir) and photo.captioned_at.endswith("+00:00") and photo.error is None
+        # the tiny run's captions name colours and shapes: "circles" finds "circle" (stemming), best match first
+        found = [hit.photo.path for hit in search(library, "red circles")]
+        assert found and all("circle" in photos[path].caption or "red" in photos[path].caption for path in found)
+        assert "red" in photos[found[0]].caption and "circle" in photos[found[0]].caption
+        again = index(library, tiny_captioner, batch_size=4, progress=False)
+        assert (again.captioned, again.unchanged) == (0, 6)
+        assert {p.path: p.captioned_at for p in library.photos()} == {p.path: p.captioned_at for p in photos.values()}
+
+
+def test_moved_changed_and_deleted_photos(tree, tiny_captioner):
+    with open_library(tree) as library:
+        index(library, tiny_captioner, progress=False)
+        before = {photo.path: photo for photo in library.photos()}
+        (tree / "red square 0.jpg").rename(tree / "2024" / "renamed.jpg")  # moved: keeps its caption
+        (tree / "Ferien ä" / "blue square 2.jpg").unlink()  # deleted: leaves the index
+        changed = tree / "2024" / "summer" / "green circle 1.jpg"
+        draw_shape("red", "square", 3).save(changed, quality=95)  # changed content: captioned again
+        os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))
+        summary = index(library, tiny_captioner, progress=False)
+        assert (summary.moved, summary.removed, summary.captioned, summary.unchanged) == (1, 1, 1, 3)
+        after = {photo.path: photo for photo in library.photos()}
+    assert "red square 0.jpg" not in after and "Ferien ä/blue square 2.jpg" not in after
+    moved = after["2024/renamed.jpg"]
+    assert (moved.caption, moved.captioned_at, moved.sha256) == (before["red square 0.jpg"].caption,
+                                                                 before["red square 0.jpg"].captioned_at, before["red square 0.jpg"].sha256)
+    assert after["2024/summer/green circle 1.jpg"].sha256 != before["2024/summer/green circle 1.jpg"].sha256
+
+
+def test_bad_files_are_recorded_with_their_error_and_the_job_goes_on(tree, tiny_captioner):
+    jpeg = noisy_jpeg_bytes()
+    bad = {"empty.jpg": b"", "notes.jpg": b"not a photo at all\n", "truncated.jpg": jpeg[: len(jpeg) // 2],
+           "huge.png": png_header(30000, 30000)}
+    for name, data in bad.items():
+        (tree / name).write_bytes(data)
+    odd = os.fsencode(tree) + b"/caf\xe9 latin-1.jpg"  # a name that is not UTF-8
+    draw_shape("red", "circle", 1).save(os.fsdecode(odd), format="JPEG")
+    (tree / "loop").symlink_to(tree, target_is_directory=True)  # a symlink loop is never followed
+    (tree / "link.jpg").symlink_to(tree / "red square 0.jpg")
+    warnings: list[str] = []
+    with open_library(tree) as library:
+        summary = index(library, tiny_captioner, progress=False, warn=warnings.append)
+        photos = {photo.path: photo for photo in library.photos()}
+    assert (summary.captioned, summary.failed) == (7, 4)
+    assert len(warnings) == 4 and all("\n" not in warning for warning in warnings)
+    for name in bad:
+        assert photos[name].caption is None and photos[name].error.startswith(name), photos[name].error
+    assert photos["caf\\xe9 latin-1.jpg"].caption  # shown with the byte escaped, captioned all the same
+    assert not any(path.startswith("loop/") or path == "link.jpg" for path in photos)
+    with open_library(tree) as library:  # failed files are not retried until they change
+        assert index(library, tiny_captioner, progress=False, warn=warnings.append).failed == 0
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder whatever its mode")
+def test_an_unreadable_folder_is_reported_and_skipped(tree, tiny_captioner):
+    locked = tree / "private"
+    locked.mkdir()
+    draw_shape("red", "circle", 0).save(locked / "secret.jpg")
+    locked.chmod(0)
+    try:
+        with open_library(tree) as library:
+            summary = index(library, tiny_captioner, progress=False, warn=lambda message: None)
+        assert summary.captioned == 6 and len(summary.skipped_folders) == 1
+    finally:
+        locked.chmod(0o755)
+
+
+def test_a_file_that_is_not_a_library_is_refused_and_left_untouched(tmp_path):
+    other = tmp_path / "other.sqlite"
+    connection = sqlite3.connect(other)
+    connection.execute("CREATE TABLE notes (text)")
+    connection.commit()
+    connection.close()
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"my thesis, chapter 1\n" * 100)
+    for path in (other, junk):
+        before = path.read_bytes()
+        with pytest.raises(LibraryError, match="not a captioner library"):
+            Library.open(path, create=True, root=tmp_path)
+        assert path.read_bytes() == before
+    with pytest.raises(LibraryError, match="no library here"):
+        Library.open(tmp_path / "missing.sqlite")
+
+
+def test_a_library_from_a_newer_captioner_is_refused(tmp_path):
+    path = tmp_path / "lib.sqlite"
+    Library.open(path, create=True, root=tmp_path).close()
+    connection = sqlite3.connect(path)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+    with pytest.raises(LibraryError, match="newer captioner"):
+        Library.open(path)
+
+
+def test_a_second_index_on_the_same_library_gets_a_clear_error(tree, tiny_captioner):
+    with open_library(tree) as library, IndexLock(library.path):
+        with pytest.raises(LibraryError, match="another `captioner index`"):
+            index(library, tiny_captioner, progress=False)
+
+
+def test_a_library_captioned_by_another_run_asks_for_recaption(tree, tiny_captioner):
+    with open_library(tree) as library:
+        index(library, tiny_captioner, progress=False)
+        library.set_meta("model", "/elsewhere/runs/old:1:2")
+        with pytest.raises(LibraryError, match="--recaption"):
+            index(library, tiny_captioner, progress=False)
+        assert index(library, tiny_captioner, progress=False, recaption=True).captioned == 6
+
+
+def test_a_full_disk_rolls_the_batch_back_and_leaves_the_library_consistent(tree, tiny_captioner):
+    with open_library(tree) as library:
+        index(library, tiny_captioner, progress=False)
+        count = library.count()
+        pages = library.connection.execute("PRAGMA page_count").fetchone()[0]
+        library.connection.execute(f"PRAGMA max_page_count = {pages}")  # no room for one more page
+        big = [(f"new{number}.jpg".encode(), Photo(path=f"new{number}.jpg", size=1, mtime_ns=1, caption="x" * 5000))
+               for number in range(50)]
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            library.write(big)
+        assert library.count() == count
+        assert library.connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.parametrize("query", ['"', "*", "NEAR(dog cat)", "dog AND", "((", ")", "", "   ", "-", "^red", "col:red",
+                                   "'; DROP TABLE photos; --", "red OR", "\x00", "😀"])
+def test_any_query_text_is_plain_words_never_an_error(tree, tiny_captioner, query):
+    with open_library(tree) as library:
+        index(library, tiny_captioner, progress=False)
+        search(library, query)  # no exception
+        assert library.count() == 6
+    assert fts_query("") is None and fts_query('red "circle"') == '"red" OR "circle"'
+
+
+def test_killed_with_sigkill_and_rerun_it_captions_only_what_is_missing(tmp_path, tiny_run):
+    root = tmp_path / "many"
+    draw_tree(root, count=120)
+    command = [sys.executable, "-c", "import sys; from captioner.cli import main; sys.exit(main())", "index", str(root),
+               "--run", str(tiny_run), "--batch-size", "2", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    database = root / ".captioner" / "library.sqlite"
+    written = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if database.exists():
+            try:
+                with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as reader:
+                    written = reader.execute("SELECT count(*) FROM photos").fetchone()[0]
+            except sqlite3.DatabaseError:
+                written = 0
+            if written >= 4:
+                break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 4 <= written < 120, "the index finished (or never started) before it could be killed"
+    with open_library(root) as library:
+        assert library.connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        kept = library.count()
+        assert kept >= written and kept % 2 == 0  # whole batches only
+        from captioner.inference import Captioner
+
+        summary = index(library, Captioner.load(tiny_run), progress=False)
+        assert (summary.unchanged, summary.captioned) == (kept, 120 - kept)
+        assert library.count() == 120
+
+
+def test_the_commands_index_search_and_export(tree, tiny_run, tmp_path, capsys):
+    library = tree / ".captioner" / "library.sqlite"
+    assert main(["index", str(tree), "--run", str(tiny_run), "--quiet"]) == 0
+    assert "6 captioned" in capsys.readouterr().out
+    assert main(["search", "red", "--library", str(library), "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits and all(Path(hit["file"]).is_file() for hit in hits) and "red" in hits[0]["caption"]
+    assert main(["export", "--format", "jsonl", "--library", str(library), "--out", str(tmp_path / "out.jsonl")]) == 0
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 6
+    assert main(["search", "red", "--library", str(tmp_path / "none.sqlite")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["index", str(tmp_path / "not-there"), "--run", str(tiny_run)]) == 2
