@@ -235,3 +235,11 @@ def test_the_commands_index_search_and_export(tree, tiny_run, tmp_path, capsys):
     assert main(["search", "red", "--library", str(tmp_path / "none.sqlite")]) == 2
     assert "error:" in capsys.readouterr().err
     assert main(["index", str(tmp_path / "not-there"), "--run", str(tiny_run)]) == 2
+
+
+def test_the_python_api(tree, tiny_captioner):
+    from captioner.library import Library as Exported
+
+    with Exported.open(tree / "lib.sqlite", create=True, root=tree) as library:
+        assert library.index(tiny_captioner, progress=False).captioned == 6
+        assert library.search("circle") and library.search("") == []

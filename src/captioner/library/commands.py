@@ -12,7 +12,6 @@ DEFAULT_LIBRARY = Path(LIBRARY_DIR) / LIBRARY_FILE
 
 
 def command_index(args: argparse.Namespace) -> int:
-    from captioner.inference import Captioner
     from captioner.library.indexer import index
 
     root = Path(args.photos)
@@ -22,8 +21,8 @@ def command_index(args: argparse.Namespace) -> int:
     with Library.open(path, create=True, root=root) as library:
         if library.root != root.resolve():
             raise LibraryError(f"{path}: indexes {library.root}, not {root.resolve()}")
-        captioner = Captioner.load(args.run)
-        summary = index(library, captioner, batch_size=args.batch_size, recaption=args.recaption, progress=not args.quiet)
+        # the run is loaded only when there is something to caption: a rerun with nothing new stays fast
+        summary = index(library, args.run, batch_size=args.batch_size, recaption=args.recaption, progress=not args.quiet)
     print(f"{path}: {summary.line()}")
     return 1 if summary.failed else 0
 

@@ -116,11 +116,13 @@ def load(found: Found) -> Loaded:
         return Loaded(found, None, sha256, f"{display_path(found.key)}: {type(error).__name__}: {error}")
 
 
-def run_identity(captioner: Captioner) -> str:
+def run_identity(run_dir: Path) -> str:
     """Which model writes the captions: the run folder and its weights' size and mtime."""
-    weights = captioner.run_dir / "model.safetensors"
-    info = weights.stat()
-    return f"{captioner.run_dir.resolve()}:{info.st_size}:{info.st_mtime_ns}"
+    try:
+        info = (run_dir / "model.safetensors").stat()
+    except OSError:
+        raise LibraryError(f"{run_dir}: no trained run here (model.safetensors is missing)") from None
+    return f"{run_dir.resolve()}:{info.st_size}:{info.st_mtime_ns}"
 
 
 def _photo(loaded: Loaded, caption: Caption | None, *, run: str, model: str, commit: str | None, when: str) -> Photo:
@@ -160,9 +162,10 @@ class IndexLock:
             self.handle.close()
 
 
-def index(library: Library, captioner: Captioner, *, batch_size: int = 16, recaption: bool = False,
+def index(library: Library, captioner: Captioner | str | Path, *, batch_size: int = 16, recaption: bool = False,
           progress: bool = True, warn: Callable[[str], None] | None = None, **options) -> IndexSummary:
-    """Bring the library up to date with its root folder (see the module docstring); `options` go to decoding."""
+    """Bring the library up to date with its root folder (see the module docstring); `options` go to decoding.
+    `captioner` may be a run folder: it is then loaded only if something needs captioning."""
     from tqdm import tqdm
 
     from captioner.provenance import provenance
@@ -170,7 +173,8 @@ def index(library: Library, captioner: Captioner, *, batch_size: int = 16, recap
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     started = time.perf_counter()
     summary = IndexSummary()
-    model = run_identity(captioner)
+    run_dir = Path(captioner) if isinstance(captioner, (str, Path)) else captioner.run_dir
+    model = run_identity(run_dir)
     previous = library.meta("model")
     if previous is not None and previous != model and not recaption:
         raise LibraryError(f"{library.path}: captioned by another run ({previous.split(':')[0]}); pass --recaption to caption "
@@ -210,8 +214,10 @@ def index(library: Library, captioner: Captioner, *, batch_size: int = 16, recap
             library.remove(list(gone))
             summary.removed = len(gone)
         library.set_meta("model", model)
-        commit = provenance().get("git_commit")
-        run = str(captioner.run_dir)
+        commit = provenance().get("git_commit") if pending else None  # a second and more: only when there is work
+        run = str(run_dir)
+        if pending and not isinstance(captioner, Captioner):
+            captioner = Captioner.load(run_dir)
         bar = tqdm(total=len(pending), unit="photo", desc="index", disable=not progress, smoothing=0.1)
         batches = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
         with ThreadPoolExecutor(max_workers=1) as reader:

@@ -176,6 +176,19 @@ class Library:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    # ---- the Python API's two verbs ------------------------------------------------------------------
+    def index(self, captioner: Any, **options: Any) -> Any:
+        """Caption what is new or changed under the library's root (captioner.library.indexer.index)."""
+        from captioner.library.indexer import index
+
+        return index(self, captioner, **options)
+
+    def search(self, text: str, *, limit: int = 20) -> list[Any]:
+        """The photos that match the words of `text`, best first (captioner.library.search.search)."""
+        from captioner.library.search import search
+
+        return search(self, text, limit=limit)
+
     # ---- meta ----------------------------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
         row = self.connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

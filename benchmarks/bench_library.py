@@ -1,0 +1,149 @@
+"""Speed of the photo library on a generated tree: one JSON line per measurement.
+
+    python benchmarks/bench_library.py runs/default [--photos 10000] [--large 500] [--baseline 500] [--search-rows 100000]
+
+The tree is Flickr8k photos copied into nested folders (20 per folder, 3 levels), --large of them upscaled to
+12 megapixels (4000 x 3000, JPEG quality 90). Measured, each in a fresh process, with the run's decode settings:
+- `captioner caption FOLDER --json` on --baseline photos of the tree, the rate to compare with (same build, same run);
+- `captioner index TREE`: photos/s over the whole tree, peak memory (the process's maximum resident set);
+- the same `index` again with nothing new (wall time);
+- photos/s of the 12-megapixel photos alone (`index` of a tree holding only them);
+- search p50 / p99 over a library of --search-rows rows (captions from Flickr8k's training references), 200
+  queries of 1-4 words from the test references.
+Everything is written under --work (default: a temporary folder, removed at the end).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+# the command line, reporting its own peak resident memory (KB) as the last line of stderr
+CLI = [sys.executable, "-c", "import resource, sys; from captioner.cli import main; code = main(); "
+       "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)"]
+
+
+def build_tree(images: list[Path], root: Path, *, large: int) -> None:
+    """Copy the photos into root/aNN/bNN/, 20 per folder; the first `large` upscaled to 12 megapixels."""
+    for number, source in enumerate(images):
+        folder = root / f"a{number // 2000:02d}" / f"b{(number // 20) % 100:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / source.name
+        if number < large:
+            with Image.open(source) as image:
+                image.convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(target, quality=90)
+        else:
+            shutil.copyfile(source, target)
+
+
+def timed_child(command: list[str]) -> tuple[float, float, str]:
+    """Run a command; its wall seconds, its peak resident memory in MB, and its stdout."""
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    lines = result.stderr.strip().splitlines()
+    if result.returncode not in (0, 1) or not lines or not lines[-1].isdigit():
+        sys.exit(f"error: {' '.join(command[3:])} failed: {lines[-2:]}")
+    return seconds, int(lines[-1]) / 1024, result.stdout
+
+
+def search_latency(run: str, work: Path, rows: int) -> dict[str, float]:
+    from captioner.data.flickr import load_prepared
+    from captioner.inference import Captioner
+    from captioner.library.store import Library, Photo
+
+    captioner = Captioner.load(run)
+    _, splits, _ = load_prepared(captioner.config.data.prepared_dir)
+    captions = [" ".join(words) for references in splits["train"].values() for words in references]
+    generator = random.Random(0)
+    with Library.open(work / "search.sqlite", create=True, root=work) as library:
+        for start in range(0, rows, 5000):
+            batch = []
+            for number in range(start, min(rows, start + 5000)):
+                text = captions[number % len(captions)]
+                batch.append((f"p/{number}.jpg".encode(), Photo(path=f"p/{number}.jpg", size=1, mtime_ns=1, caption=text,
+                                                                  alternatives=[{"text": generator.choice(captions)}],
+                                                                  recognised=[{"word": text.split()[1], "probability": 0.5}])))
+            library.write(batch)
+        test_words = [words for references in splits["test"].values() for words in references]
+        queries = [" ".join(generator.sample(words, min(len(words), generator.randint(1, 4))))
+                   for words in generator.sample(test_words, 200)]
+        library.search("warm up")
+        times = []
+        for query in queries:
+            started = time.perf_counter()
+            library.search(query, limit=20)
+            times.append(time.perf_counter() - started)
+    times.sort()
+    return {"rows": rows, "queries": len(times), "p50_ms": round(1000 * statistics.median(times), 2),
+            "p99_ms": round(1000 * times[int(0.99 * (len(times) - 1))], 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run")
+    parser.add_argument("--images", type=Path, default=Path(os.environ.get("FLICKR8K_DIR", ROOT.parent / "shared" / "flickr8k")) / "images")
+    parser.add_argument("--photos", type=int, default=10000)
+    parser.add_argument("--large", type=int, default=500, help="how many of them are upscaled to 12 megapixels")
+    parser.add_argument("--baseline", type=int, default=500, help="photos for the `captioner caption FOLDER --json` rate")
+    parser.add_argument("--search-rows", type=int, default=100000)
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    sources = sorted(args.images.glob("*.jpg"))
+    if not sources:
+        sys.exit(f"error: no .jpg photos in {args.images}")
+    images = [sources[number % len(sources)] for number in range(args.photos)]
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-library-"))
+    try:
+        tree = work / "tree"
+        build_tree(images, tree, large=args.large)
+        machine = {"cores": os.cpu_count(), "run": args.run}
+
+        flat = work / "flat"
+        flat.mkdir()
+        for source in images[args.large : args.large + args.baseline]:
+            shutil.copyfile(source, flat / source.name)
+        seconds, peak, _ = timed_child([*CLI, "caption", args.run, str(flat), "--json"])
+        print(json.dumps({"measurement": "caption_folder_json", "photos": args.baseline, "seconds": round(seconds, 1),
+                          "photos_per_s": round(args.baseline / seconds, 2), "peak_mb": round(peak), **machine}), flush=True)
+
+        seconds, peak, out = timed_child([*CLI, "index", str(tree), "--run", args.run, "--quiet"])
+        print(json.dumps({"measurement": "index", "photos": args.photos, "of_them_12_megapixel": args.large,
+                          "seconds": round(seconds, 1), "photos_per_s": round(args.photos / seconds, 2), "peak_mb": round(peak),
+                          "summary": out.strip(), **machine}), flush=True)
+
+        seconds, _, out = timed_child([*CLI, "index", str(tree), "--run", args.run, "--quiet"])
+        print(json.dumps({"measurement": "index_rerun_nothing_new", "photos": args.photos, "seconds": round(seconds, 2),
+                          "summary": out.strip(), **machine}), flush=True)
+
+        if args.large:
+            large = work / "large"
+            large.mkdir()
+            for path in sorted(tree.rglob("*.jpg"))[: args.photos]:
+                with Image.open(path) as image:
+                    if image.size == (4000, 3000):
+                        shutil.copyfile(path, large / path.name)
+            count = len(list(large.glob("*.jpg")))
+            seconds, peak, _ = timed_child([*CLI, "index", str(large), "--run", args.run, "--quiet"])
+            print(json.dumps({"measurement": "index_12_megapixel", "photos": count, "seconds": round(seconds, 1),
+                              "photos_per_s": round(count / seconds, 2), "peak_mb": round(peak), **machine}), flush=True)
+
+        print(json.dumps({"measurement": "search", **search_latency(args.run, work, args.search_rows), **machine}), flush=True)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
