@@ -172,7 +172,7 @@ def confidence_note(caption) -> str:
 def command_serve(args: argparse.Namespace) -> int:
     from captioner.web.app import serve
 
-    serve(args.run, host=args.host, port=args.port)
+    serve(args.run, host=args.host, port=args.port, library=args.library)
     return 0
 
 
@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("run")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--library", metavar="FILE", help="also serve this photo library (made by `captioner index`): "
+                                                         "search its photos by words at /library")
     serve.set_defaults(handler=command_serve)
     return parser
 

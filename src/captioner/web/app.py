@@ -6,6 +6,7 @@
     GET  /api/health       liveness and queue depth
     GET  /api/model        encoder, vocabulary size, decoding defaults, limits, the run's test scores
     GET  /api/openapi.json the schema of all of the above
+    GET  /library          with a library (`--library FILE`): search its photos by words (library.py, its /api/library routes)
 
 Where things are: the routes in api.py (the JSON API) and page.py (the page), their response schemas in
 schemas.py, the state they share (model, batcher, limits, image pool) in state.py, the JSON error
@@ -29,6 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from captioner.data.images import MAX_IMAGE_PIXELS
 from captioner.inference import Captioner
 from captioner.web import api, page
+from captioner.web import library as library_view
 from captioner.web.batching import MicroBatcher
 from captioner.web.errors import add_error_handlers
 from captioner.web.guard import GuardMiddleware
@@ -54,6 +56,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.batcher.stop()
         state.image_pool.shutdown(wait=False, cancel_futures=True)
         state.image_pool = None
+        if getattr(app.state, "library", None) is not None:
+            app.state.library.close()  # reopened on the next request if the app is started again
 
 
 # --- the app --------------------------------------------------------------------------------------------
@@ -67,8 +71,12 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_files: int = DEFAULT_MAX_FILES,
     max_pixels: int = MAX_IMAGE_PIXELS,
+    library: str | Path | library_view.ServedLibrary | None = None,
 ) -> FastAPI:
-    """The FastAPI app around a loaded Captioner; the batcher thread runs while the app is up."""
+    """The FastAPI app around a loaded Captioner; the batcher thread runs while the app is up.
+    With `library` (a library file) it also serves that library's searchable view at /library; a missing or invalid
+    file is a one-line LibraryError here, before anything starts."""
+    served = library if isinstance(library, library_view.ServedLibrary) or library is None else library_view.ServedLibrary(library)
     limits = Limits(max_upload_bytes=max_upload_bytes, max_files=max_files, max_pixels=max_pixels,
                     max_beam_size=MAX_BEAM_SIZE, request_timeout_s=request_timeout_s)
     batcher = MicroBatcher(captioner, max_batch=max_batch, wait_ms=batch_wait_ms, capacity=queue_size)
@@ -82,19 +90,26 @@ def create_app(
         docs_url=None, redoc_url=None,  # their pages load scripts from a CDN; the schema is enough offline
     )
     app.state.server = ServerState(captioner=captioner, batcher=batcher, limits=limits)
+    app.state.library = served
     app.add_middleware(GuardMiddleware, max_body_bytes=max_upload_bytes * max_files + MULTIPART_OVERHEAD)
     add_error_handlers(app)
     app.include_router(api.router)
     app.include_router(page.router)
+    app.include_router(library_view.router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     return app
 
 
 # --- running it -------------------------------------------------------------------------------------------
-def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **app_options: Any) -> None:
-    """Load a run and serve the page and API until interrupted (`captioner serve RUN`)."""
+def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, library: str | Path | None = None,
+          **app_options: Any) -> None:
+    """Load a run and serve the page and API until interrupted (`captioner serve RUN [--library FILE]`)."""
+    served = None if library is None else library_view.ServedLibrary(library)  # a bad file fails before the slow model load
     captioner = Captioner.load(run_dir)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s: anyone who can reach this address can use the model", host)
-    print(f"captioner: serving {Path(run_dir).name} at http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}", flush=True)
-    uvicorn.run(create_app(captioner, **app_options), host=host, port=port, log_level="warning", timeout_keep_alive=5)
+        log.warning("serving on %s: anyone who can reach this address can use the model%s", host,
+                    "" if served is None else " and see every photo of the library")
+    address = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+    extra = "" if served is None else f", its library of {served.photos} photos at {address}/library"
+    print(f"captioner: serving {Path(run_dir).name} at {address}{extra}", flush=True)
+    uvicorn.run(create_app(captioner, library=served, **app_options), host=host, port=port, log_level="warning", timeout_keep_alive=5)

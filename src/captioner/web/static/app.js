@@ -358,6 +358,14 @@ async function loadModelInfo() {
   }
 }
 
+async function showLibraryLink() {
+  // the library page is linked only when this server has a library to search
+  try {
+    const response = await fetch("/api/library");
+    $("#library-link").hidden = !response.ok;
+  } catch { /* no server, no link */ }
+}
+
 function setUpDropping() {
   const zone = elements.dropZone;
   const hasFiles = (event) => event.dataTransfer && Array.from(event.dataTransfer.types).includes("Files");
@@ -404,3 +412,4 @@ window.addEventListener("resize", () => {
 
 setUpDropping();
 loadModelInfo();
+showLibraryLink();
