@@ -223,3 +223,13 @@ def test_list_images_is_sorted_not_recursive_and_filters_suffixes(tmp_path):
     (tmp_path / "folder.jpg").mkdir()
     assert [path.name for path in list_images(tmp_path)] == ["a.png", "b.JPG", "c.jpeg", "d.webp"]
     assert list_images(tmp_path / "sub") == [tmp_path / "sub" / "e.jpg"]
+
+
+def test_draft_decodes_a_big_jpeg_at_a_reduced_scale_and_leaves_small_photos_alone(tmp_path):
+    big, small = tmp_path / "big.jpg", tmp_path / "small.jpg"
+    Image.new("RGB", (2400, 1800), (200, 40, 40)).save(big, quality=90)
+    Image.new("RGB", (500, 375), (40, 200, 40)).save(small, quality=90)
+    reduced = load_image(big, draft=260)
+    assert reduced.size == (600, 450) and min(reduced.size) >= 260  # 1/4 scale: the smallest that keeps 260
+    assert load_image(big).size == (2400, 1800)
+    np.testing.assert_array_equal(np.asarray(load_image(small, draft=260)), np.asarray(load_image(small)))

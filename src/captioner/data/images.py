@@ -42,8 +42,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(image: ImageInput, *, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Open and fully decode an image, apply its EXIF rotation, return RGB; raise ImageError otherwise."""
+def load_image(image: ImageInput, *, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS,
+               draft: int | None = None) -> Image.Image:
+    """Open and fully decode an image, apply its EXIF rotation, return RGB; raise ImageError otherwise.
+
+    With `draft`, a JPEG at least twice that size on both sides is decoded at a reduced scale (libjpeg's DCT
+    scaling: 1/2, 1/4 or 1/8) that still leaves both sides at least `draft`: a 12-megapixel photo bound for a
+    260-pixel encoder decodes several times faster. Smaller photos decode exactly as without it."""
     name = describe(image)
     if isinstance(image, Image.Image):
         opened = image
@@ -81,6 +86,8 @@ def load_image(image: ImageInput, *, max_bytes: int = MAX_IMAGE_BYTES, max_pixel
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF and palette warnings are not the user's problem
             opened.seek(0)  # animated images: the first frame
+            if draft is not None and opened.format == "JPEG" and min(width, height) >= 2 * draft:
+                opened.draft("RGB", (draft * width // min(width, height), draft * height // min(width, height)))
             opened.load()
             upright = ImageOps.exif_transpose(opened)
             return to_rgb(upright)

@@ -8,13 +8,15 @@ own folder is skipped; an unreadable folder is reported and skipped) and compare
 - a row whose file is gone and did not move: removed.
 New and changed photos are captioned in batches, and each batch is written in one transaction as soon as it is
 done, so a kill (SIGKILL included) loses at most the batch in flight and a rerun captions only what is missing.
-The next batch's files are read and decoded in a thread while the model works on the current one. One
+The next batch's files are read, decoded (big JPEGs at a reduced scale) and preprocessed in a thread while the
+model works on the current one, so only encoder-sized pixels are held, whatever the photos' size. One
 `index` at a time: a second one on the same library gets a one-line LibraryError.
 """
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import os
 import sys
 import time
@@ -24,9 +26,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from captioner.data.images import IMAGE_SUFFIXES, load_image
+from captioner.encoders import Encoder
 from captioner.errors import ImageError
 from captioner.inference import Caption, Captioner
 from captioner.library.store import LIBRARY_DIR, Library, LibraryError, Photo, display_path
@@ -94,26 +98,36 @@ def file_sha256(path: bytes) -> str:
 @dataclass
 class Loaded:
     found: Found
-    image: Image.Image | None
+    pixels: torch.Tensor | None  # the encoder's input, preprocessed; None for a file that failed
+    size: tuple[int, int] | None  # the photo's width and height as stored
     sha256: str | None
     error: str | None
 
 
-def load(found: Found) -> Loaded:
-    """Read one photo: its bytes once for the hash and the image; a bad file becomes its one-line error."""
+def load(found: Found, encoder: Encoder) -> Loaded:
+    """Read one photo: its bytes once for the hash and the image, decoded (big JPEGs at a reduced scale) and
+    preprocessed for the encoder; a bad file becomes its one-line error."""
     try:
         data = Path(os.fsdecode(found.path)).read_bytes()
     except OSError as error:
-        return Loaded(found, None, None, f"{display_path(found.key)}: cannot read ({error.strerror or error})")
+        return Loaded(found, None, None, None, f"{display_path(found.key)}: cannot read ({error.strerror or error})")
     sha256 = hashlib.sha256(data).hexdigest()
+    name = display_path(found.key)
     try:
-        image = load_image(data)
-        image.load()
-        return Loaded(found, image, sha256, None)
+        with Image.open(io.BytesIO(data)) as probe:
+            size = probe.size
+        image = load_image(data, draft=encoder.spec.input_size)
+        return Loaded(found, encoder.preprocess(image), size, sha256, None)
     except ImageError as error:
-        return Loaded(found, None, sha256, str(error).replace(f"<{len(data)} bytes>", display_path(found.key), 1))
-    except Exception as error:  # never let one odd file stop the job
-        return Loaded(found, None, sha256, f"{display_path(found.key)}: {type(error).__name__}: {error}")
+        return Loaded(found, None, None, sha256, str(error).replace(f"<{len(data)} bytes>", name, 1))
+    except Exception as error:  # never let one odd file stop the job (Image.open's own errors included)
+        try:
+            load_image(data)  # the loader's one-line wording for what is wrong with the file
+        except ImageError as wording:
+            return Loaded(found, None, None, sha256, str(wording).replace(f"<{len(data)} bytes>", name, 1))
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
+        return Loaded(found, None, None, sha256, f"{name}: {type(error).__name__}: {error}")
 
 
 def run_identity(run_dir: Path) -> str:
@@ -129,8 +143,8 @@ def _photo(loaded: Loaded, caption: Caption | None, *, run: str, model: str, com
     found = loaded.found
     photo = Photo(path=display_path(found.key), size=found.size, mtime_ns=found.mtime_ns, sha256=loaded.sha256,
                   run=run, model=model, code_commit=commit, captioned_at=when, error=loaded.error)
-    if loaded.image is not None:
-        photo.width, photo.height = loaded.image.size
+    if loaded.size is not None:
+        photo.width, photo.height = loaded.size
     if caption is not None:
         photo.caption = caption.text
         photo.alternatives = [{"text": other.text, "score": other.score, "log_probability": other.log_probability}
@@ -221,20 +235,24 @@ def index(library: Library, captioner: Captioner | str | Path, *, batch_size: in
         bar = tqdm(total=len(pending), unit="photo", desc="index", disable=not progress, smoothing=0.1)
         batches = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
         with ThreadPoolExecutor(max_workers=1) as reader:
-            upcoming = reader.submit(lambda batch: [load(found) for found in batch], batches[0]) if batches else None
+            def read(batch: list[Found]) -> list[Loaded]:
+                return [load(found, captioner.encoder) for found in batch]
+
+            upcoming = reader.submit(read, batches[0]) if batches else None
             for number in range(len(batches)):
                 loaded = upcoming.result()
                 if number + 1 < len(batches):  # read and decode the next batch while the model works on this one
-                    upcoming = reader.submit(lambda batch: [load(found) for found in batch], batches[number + 1])
-                images = [item.image for item in loaded if item.image is not None]
-                captions = iter(captioner.caption_many(images, batch_size=batch_size, **options)) if images else iter(())
+                    upcoming = reader.submit(read, batches[number + 1])
+                good = [item for item in loaded if item.pixels is not None]
+                captions: dict[int, Caption] = {}
+                if good:
+                    views = captioner.encode_pixels(torch.stack([item.pixels for item in good]),
+                                                    flip_ensemble=options.get("flip_ensemble"))
+                    captions = {id(item): caption for item, caption in zip(good, captioner.decode(*views, **options), strict=True)}
                 when = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 rows = []
                 for item in loaded:
-                    caption = next(captions) if item.image is not None else None
-                    if isinstance(caption, ImageError):
-                        item.error, caption = str(caption), None
-                    rows.append((item.found.key, _photo(item, caption, run=run, model=model, commit=commit, when=when)))
+                    rows.append((item.found.key, _photo(item, captions.get(id(item)), run=run, model=model, commit=commit, when=when)))
                     if item.error is not None:
                         summary.failed += 1
                         warn(item.error)
