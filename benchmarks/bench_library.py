@@ -67,6 +67,7 @@ def search_latency(run: str, work: Path, rows: int) -> dict[str, float]:
     _, splits, _ = load_prepared(captioner.config.data.prepared_dir)
     captions = [" ".join(words) for references in splits["train"].values() for words in references]
     generator = random.Random(0)
+    (work / "search.sqlite").unlink(missing_ok=True)
     with Library.open(work / "search.sqlite", create=True, root=work) as library:
         for start in range(0, rows, 5000):
             batch = []
@@ -107,10 +108,14 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-library-"))
     try:
         tree = work / "tree"
-        build_tree(images, tree, large=args.large)
+        shutil.rmtree(tree / ".captioner", ignore_errors=True)  # a --work folder from an earlier run: index afresh
+        if len(list(tree.rglob("*.jpg"))) != args.photos:  # a --work folder keeps its tree: building it takes minutes
+            shutil.rmtree(tree, ignore_errors=True)
+            build_tree(images, tree, large=args.large)
         machine = {"cores": os.cpu_count(), "run": args.run}
 
         flat = work / "flat"
+        shutil.rmtree(flat, ignore_errors=True)
         flat.mkdir()
         for source in images[args.large : args.large + args.baseline]:
             shutil.copyfile(source, flat / source.name)
@@ -129,6 +134,7 @@ def main() -> None:
 
         if args.large:
             large = work / "large"
+            shutil.rmtree(large, ignore_errors=True)
             large.mkdir()
             for path in sorted(tree.rglob("*.jpg"))[: args.photos]:
                 with Image.open(path) as image:

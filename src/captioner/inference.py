@@ -25,6 +25,8 @@ from captioner.reranking import MEMORY_FILE, CaptionMemory
 
 log = logging.getLogger(__name__)
 
+ENCODE_CHUNK = 2  # views per encoder call at inference (a photo and its mirror count as two)
+
 
 @dataclass
 class Caption:
@@ -119,9 +121,15 @@ class Captioner:
         """Preprocessed (batch, 3, size, size) photos -> their (batch, pixels, channels) grid, and with flip_ensemble
         (default: the run's) the mirrored photos' grid, else None. Both views go through the encoder as one batch."""
         if not self.decode_settings(flip_ensemble=flip_ensemble).flip_ensemble:
-            return self.encoder.encode(pixels), None
-        grid, mirrored = self.encoder.encode(torch.cat([pixels, mirror_pixels(pixels)])).chunk(2)
-        return grid, mirrored
+            return self._encode_in_chunks(pixels), None
+        views = torch.stack([pixels, mirror_pixels(pixels)], dim=1).flatten(0, 1)  # photo, its mirror, next photo, ...
+        grid = self._encode_in_chunks(views).unflatten(0, (pixels.shape[0], 2))
+        return grid[:, 0], grid[:, 1]
+
+    def _encode_in_chunks(self, pixels: torch.Tensor) -> torch.Tensor:
+        # the encoder is 3-4 times slower per photo in batches of 32 views than of 4 on these CPUs (cache misses of
+        # the big early feature maps: docs/experiments.md, section 10), so it sees a few views at a time
+        return torch.cat([self.encoder.encode(chunk) for chunk in pixels.split(ENCODE_CHUNK)])
 
     def decode(self, grid: torch.Tensor, mirrored: torch.Tensor | None = None, *, beam_size: int | None = None,
                n_best: int = 1, length_penalty: float | None = None, max_length: int | None = None,
