@@ -163,6 +163,8 @@ def test_a_library_captioned_by_another_run_asks_for_recaption(tree, tiny_captio
         library.set_meta("model", "/elsewhere/runs/old:1:2")
         with pytest.raises(LibraryError, match="--recaption"):
             index(library, tiny_captioner, progress=False)
+        with pytest.raises(LibraryError, match="--recaption"):  # as the command line passes it: the run's folder
+            index(library, str(tiny_captioner.run_dir), progress=False)
         assert index(library, tiny_captioner, progress=False, recaption=True).captioned == 6
 
 

@@ -191,8 +191,8 @@ def index(library: Library, captioner: Captioner | str | Path, *, batch_size: in
     model = run_identity(run_dir)
     previous = library.meta("model")
     if previous is not None and previous != model and not recaption:
-        raise LibraryError(f"{library.path}: captioned by another run ({previous.split(':')[0]}); pass --recaption to caption "
-                           f"every photo again with {captioner.run_dir}")
+        raise LibraryError(f"{library.path}: captioned by another model ({previous.split(':')[0]}, as it was then); pass "
+                           f"--recaption to caption every photo again with {run_dir}")
     with IndexLock(library.path):
         known = library.fingerprints()
         pending: list[Found] = []
