@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import json
 import math
 import re
@@ -21,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import IO, Any
 
-from captioner.data.images import load_image
 from captioner.errors import ImageError
 from captioner.io import atomic_write
 from captioner.library.store import COLUMNS, Library, Photo
+from captioner.library.thumbnails import jpeg_thumbnail
 
-JPEG_QUALITY = 80
 # C0 controls (less tab and newline), DEL and C1: not allowed as HTML text; a file name may still hold them
 CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -135,12 +133,8 @@ def _inside_root(relative: str) -> bool:
 
 def thumbnail(path: Path, size: int) -> tuple[str, int, int]:
     """A photo as a JPEG data URI no larger than size x size: (uri, width, height); ImageError when it cannot be read."""
-    image = load_image(path)
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f"data:image/jpeg;base64,{encoded}", image.width, image.height
+    data, width, height = jpeg_thumbnail(path, size)
+    return f"data:image/jpeg;base64,{base64.b64encode(data).decode('ascii')}", width, height
 
 
 def _thumbnail_or_note(library: Library, photo: Photo, size: int) -> tuple[tuple[str, int, int] | None, str | None]:

@@ -15,7 +15,6 @@ SQLite connections are not thread-safe and the routes run in FastAPI's thread po
 shared under a lock (held for the query only), rather than opening (and checking) the file on every request.
 """
 import hashlib
-import io
 import logging
 import math
 import os
@@ -32,11 +31,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from captioner.data.images import load_image
 from captioner.errors import ImageError
 from captioner.io import atomic_write
 from captioner.library.search import search
 from captioner.library.store import LIBRARY_DIR, Library, Photo
+from captioner.library.thumbnails import jpeg_thumbnail
 from captioner.web.errors import ApiError
 from captioner.web.page import STATIC
 from captioner.web.schemas import ErrorBody
@@ -48,7 +47,6 @@ router = APIRouter()
 DEFAULT_LIMIT, MAX_LIMIT = 40, 100
 MAX_QUERY_CHARS = 1000
 DEFAULT_THUMBNAIL, MIN_THUMBNAIL, MAX_THUMBNAIL = 256, 64, 512
-JPEG_QUALITY = 80
 THUMBNAIL_CACHE = "private, max-age=86400"  # its URL changes with the photo's content (the v parameter)
 PHOTO_CACHE = "private, no-cache"  # same URL after a re-index: revalidate (ETag, Last-Modified)
 # only image types, whatever a file is named: nothing served from here can run as a page of this origin
@@ -220,15 +218,12 @@ def thumbnail_key(photo: Photo, real: Path) -> str:
 def render_thumbnail(path: str, real: Path, size: int) -> bytes:
     """The photo as a JPEG at most size x size (upright, never enlarged); 422 for a file that cannot be read."""
     try:
-        image = load_image(real)
-        image.thumbnail((size, size))
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        data, _, _ = jpeg_thumbnail(real, size)
     except ImageError as error:
         raise ApiError(422, f"{path}: no thumbnail: {str(error).removeprefix(f'{real}: ')}") from None
     except (OSError, ValueError) as error:  # Pillow fails in many ways while shrinking or encoding
         raise ApiError(422, f"{path}: no thumbnail: {type(error).__name__}: {error}") from None
-    return buffer.getvalue()
+    return data
 
 
 def thumbnail_response(library: ServedLibrary, path: str, photo: Photo, real: Path, size: int) -> Response:
