@@ -245,3 +245,30 @@ def test_the_python_api(tree, tiny_captioner):
     with Exported.open(tree / "lib.sqlite", create=True, root=tree) as library:
         assert library.index(tiny_captioner, progress=False).captioned == 6
         assert library.search("circle") and library.search("") == []
+
+
+def test_a_photo_deleted_or_replaced_while_the_job_runs(tree, tiny_captioner, monkeypatch):
+    import captioner.library.indexer as indexer
+
+    original = indexer.load
+    vanishing, replaced = tree / "red square 0.jpg", tree / "2024" / "summer" / "green circle 1.jpg"
+
+    def load_after_a_change(found, encoder):
+        if found.path == os.fsencode(vanishing):
+            vanishing.unlink()  # deleted after the scan listed it
+        if found.path == os.fsencode(replaced):
+            replaced.write_bytes(b"replaced by a text file")  # replaced after the scan listed it
+        return original(found, encoder)
+
+    monkeypatch.setattr(indexer, "load", load_after_a_change)
+    warnings: list[str] = []
+    with open_library(tree) as library:
+        summary = index(library, tiny_captioner, progress=False, warn=warnings.append)
+        assert (summary.captioned, summary.failed) == (4, 2)
+        assert any("cannot read" in warning for warning in warnings) and any("not an image" in warning for warning in warnings)
+        monkeypatch.setattr(indexer, "load", original)
+        again = index(library, tiny_captioner, progress=False, warn=warnings.append)
+        # the deleted photo leaves; the replaced one changed after its scan, so it is read once more (and fails again)
+        assert (again.removed, again.captioned, again.failed) == (1, 0, 1)
+        third = index(library, tiny_captioner, progress=False, warn=warnings.append)
+        assert (third.unchanged, third.failed, third.removed) == (5, 0, 0) and library.count() == 5
