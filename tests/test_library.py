@@ -139,6 +139,12 @@ def test_a_file_that_is_not_a_library_is_refused_and_left_untouched(tmp_path):
         assert path.read_bytes() == before
     with pytest.raises(LibraryError, match="no library here"):
         Library.open(tmp_path / "missing.sqlite")
+    with pytest.raises(LibraryError, match="is a folder"):
+        Library.open(tmp_path, create=True, root=tmp_path)
+    empty = tmp_path / "empty.sqlite"  # what a kill before the schema was written leaves: made into a library
+    empty.write_bytes(b"")
+    with Library.open(empty, create=True, root=tmp_path) as library:
+        assert library.count() == 0
 
 
 def test_a_library_from_a_newer_captioner_is_refused(tmp_path):

@@ -121,10 +121,11 @@ class Library:
     def open(cls, path: str | Path, *, create: bool = False, root: str | Path | None = None) -> Library:
         """Open a library file; with create=True make it (and its folder) when it does not exist yet, for `root`."""
         path = Path(path)
-        exists = path.exists()
+        # an empty file holds nothing to lose (an index killed before the schema was written leaves one)
+        exists = path.exists() and not (path.is_file() and path.stat().st_size == 0)
         if not exists and not create:
             raise LibraryError(f"{path}: no library here; `captioner index PHOTOS_DIR` makes one")
-        if exists and path.is_dir():
+        if path.is_dir():
             raise LibraryError(f"{path}: is a folder, not a library file")
         if not exists:
             if root is None:
