@@ -4,7 +4,6 @@
 
 const MAX_PARALLEL_UPLOADS = 4; // the server batches concurrent requests together
 const limits = { max_upload_bytes: 10 * 1024 * 1024, max_beam_size: 10 };
-const $ = (selector, root = document) => root.querySelector(selector);
 
 const elements = {
   input: $("#file-input"),
@@ -22,23 +21,13 @@ const elements = {
 
 // --- small helpers -----------------------------------------------------------------------------
 function announce(message) {
-  // clear first so a repeated message is announced again
-  elements.status.textContent = "";
-  window.setTimeout(() => { elements.status.textContent = message; }, 30);
+  announceIn(elements.status, message);
 }
 
 function formatBytes(bytes) {
   if (bytes >= 1024 * 1024) return `${(bytes / (1024 * 1024)).toFixed(bytes % (1024 * 1024) ? 1 : 0)} MB`;
   if (bytes >= 1024) return `${Math.round(bytes / 1024)} KB`;
   return `${bytes} bytes`;
-}
-
-function asAltText(caption) {
-  // alt text reads as a sentence: capital first letter, final full stop
-  const text = caption.trim();
-  if (!text) return text;
-  const sentence = text[0].toUpperCase() + text.slice(1);
-  return /[.!?]$/.test(sentence) ? sentence : `${sentence}.`;
 }
 
 function scoreText(candidate) {

@@ -3,7 +3,6 @@
 "use strict";
 
 const RESULT_LIMIT = 40;
-const $ = (selector, root = document) => root.querySelector(selector);
 
 const elements = {
   form: $("#search-form"),
@@ -17,17 +16,7 @@ const elements = {
 
 // --- small helpers -----------------------------------------------------------------------------
 function announce(message) {
-  // clear first so a repeated message is announced again
-  elements.status.textContent = "";
-  window.setTimeout(() => { elements.status.textContent = message; }, 30);
-}
-
-function asAltText(caption) {
-  // alt text reads as a sentence: capital first letter, final full stop (as on the caption page)
-  const text = (caption || "").trim();
-  if (!text) return text;
-  const sentence = text[0].toUpperCase() + text.slice(1);
-  return /[.!?]$/.test(sentence) ? sentence : `${sentence}.`;
+  announceIn(elements.status, message);
 }
 
 async function readJson(response) {
