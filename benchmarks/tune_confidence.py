@@ -23,7 +23,6 @@ from real_photos.scoring import load_photos, score_photo
 from captioner.data.images import load_image
 from captioner.grounding import Recogniser
 from captioner.inference import Captioner
-from captioner.reranking import pooled_features
 
 
 def roc_auc(values: list[float], right: list[bool]) -> float | None:
@@ -56,7 +55,7 @@ def main() -> None:
     grid, mirrored = captioner.encode([load_image(path) for path in paths])
     captions = captioner.decode(grid, mirrored)
     recognitions = recogniser.recognise(grid)
-    familiarity = (pooled_features(grid) @ captioner.memory.features.T).max(dim=1).values  # (photos,)
+    familiarity = captioner.memory.familiarity(grid)  # (photos,)
     right = [score_photo(photo, caption.text).subject_hit for photo, caption in zip(photos, captions, strict=True)]
     signals: dict[str, list[float]] = {"mean_log_probability": [], "classifier_agreement": [], "classifier_top_probability": [],
                                        "familiarity": [float(value) for value in familiarity]}

@@ -26,7 +26,6 @@ from captioner.data.images import load_image
 from captioner.grounding import Recogniser, Recognition
 from captioner.inference import Captioner
 from captioner.metrics import fast_scores
-from captioner.reranking import pooled_features
 
 
 @dataclass
@@ -96,7 +95,7 @@ def unfamiliar_photos(captioner: Captioner, grid: torch.Tensor, threshold: float
     cosine); all None without a threshold (every photo is treated alike)."""
     if threshold is None:
         return [None] * grid.shape[0]
-    familiarity = (pooled_features(grid) @ captioner.memory.features.T).max(dim=1).values
+    familiarity = captioner.memory.familiarity(grid)
     return [bool(value < threshold) for value in familiarity]
 
 

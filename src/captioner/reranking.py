@@ -68,12 +68,16 @@ class CaptionMemory:
 
     def nearest(self, grid: torch.Tensor, count: int) -> torch.Tensor:
         """(images, count) rows of the training images most similar to each image of `grid`, nearest first."""
-        similarity = pooled_features(grid) @ self.features.T  # (images, memory images)
+        similarity = self.similarity(grid)
         return similarity.topk(min(count, similarity.shape[1]), dim=1).indices
 
     def familiarity(self, grid: torch.Tensor) -> torch.Tensor:
         """(images,) cosine similarity of each image to its most similar training image."""
-        return (pooled_features(grid) @ self.features.T).max(dim=1).values
+        return self.similarity(grid).max(dim=1).values
+
+    def similarity(self, grid: torch.Tensor) -> torch.Tensor:
+        """(images, memory images) cosine similarity of each image to every training image."""
+        return pooled_features(grid) @ self.features.T
 
     def rerank(self, grid: torch.Tensor, hypotheses: list[list[Hypothesis]], *, neighbours: int,
                weight: float) -> list[list[Hypothesis]]:
