@@ -1,12 +1,16 @@
 """Speed of the photo library on a generated tree: one JSON line per measurement.
 
     python benchmarks/bench_library.py runs/default [--photos 10000] [--large 500] [--baseline 500] [--search-rows 100000]
+                                       [--workers 1] [--compare-workers 0,1,2] [--work DIR]
 
 The tree is Flickr8k photos copied into nested folders (20 per folder, 3 levels), --large of them upscaled to
 12 megapixels (4000 x 3000, JPEG quality 90). Measured, each in a fresh process, with the run's decode settings:
 - `captioner caption FOLDER --json` on --baseline photos of the tree, the rate to compare with (same build, same run);
-- `captioner index TREE`: photos/s over the whole tree, peak memory (the process's maximum resident set);
+- `captioner index` of those same photos with 0, 1 and 2 photo-reading worker processes (--compare-workers);
+- `captioner index TREE`: photos/s over the whole tree, peak memory (the process's maximum resident set, and the
+  peak of the process with its workers, sampled);
 - the same `index` again with nothing new (wall time);
+- `index` of one top folder (a fifth of the tree) alone: peak memory against the tree's size;
 - photos/s of the 12-megapixel photos alone (`index` of a tree holding only them);
 - search p50 / p99 over a library of --search-rows rows (captions from Flickr8k's training references), 200
   queries of 1-4 words from the test references.
@@ -28,6 +32,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from captioner.library.reading import DEFAULT_WORKERS
+
 ROOT = Path(__file__).resolve().parents[1]
 # the command line, reporting its own peak resident memory (KB) as the last line of stderr
 CLI = [sys.executable, "-c", "import resource, sys; from captioner.cli import main; code = main(); "
@@ -47,15 +53,37 @@ def build_tree(images: list[Path], root: Path, *, large: int) -> None:
             shutil.copyfile(source, target)
 
 
-def timed_child(command: list[str]) -> tuple[float, float, str]:
-    """Run a command; its wall seconds, its peak resident memory in MB, and its stdout."""
+def tree_rss_mb(pid: int) -> float:
+    """The resident memory of a process and all its descendants (its worker processes), in MB (Linux /proc)."""
+    total, queue = 0, [pid]
+    while queue:
+        current = queue.pop()
+        try:
+            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            for task in Path(f"/proc/{current}/task").glob("*"):
+                queue += [int(child) for child in (task / "children").read_text().split()]
+        except (OSError, ValueError):  # a process that just ended
+            continue
+    return total / 2**20
+
+
+def timed_child(command: list[str]) -> tuple[float, float, float, str]:
+    """Run a command; its wall seconds, its own peak resident memory in MB, the peak of its whole process tree
+    (sampled every 0.2 s; workers included), and its stdout."""
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
-    lines = result.stderr.strip().splitlines()
-    if result.returncode not in (0, 1) or not lines or not lines[-1].isdigit():
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        tree_peak = 0.0
+        while process.poll() is None:
+            tree_peak = max(tree_peak, tree_rss_mb(process.pid))
+            time.sleep(0.2)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, lines = out.read(), err.read().strip().splitlines()
+    if process.returncode not in (0, 1) or not lines or not lines[-1].isdigit():
         sys.exit(f"error: {' '.join(command[3:])} failed: {lines[-2:]}")
-    return seconds, int(lines[-1]) / 1024, result.stdout
+    return seconds, int(lines[-1]) / 1024, tree_peak, stdout
 
 
 def search_latency(run: str, work: Path, rows: int) -> dict[str, float]:
@@ -100,6 +128,9 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=500, help="photos for the `captioner caption FOLDER --json` rate")
     parser.add_argument("--search-rows", type=int, default=100000)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="photo-reading processes for the tree's index")
+    parser.add_argument("--compare-workers", type=lambda text: [int(part) for part in text.split(",") if part], default=[0, 1, 2],
+                        help="worker counts to time side by side on the --baseline photos (default: 0,1,2; empty: none)")
     args = parser.parse_args()
     sources = sorted(args.images.glob("*.jpg"))
     if not sources:
@@ -119,18 +150,40 @@ def main() -> None:
         flat.mkdir()
         for source in images[args.large : args.large + args.baseline]:
             shutil.copyfile(source, flat / source.name)
-        seconds, peak, _ = timed_child([*CLI, "caption", args.run, str(flat), "--json"])
+        seconds, peak, tree_peak, _ = timed_child([*CLI, "caption", args.run, str(flat), "--json"])
         print(json.dumps({"measurement": "caption_folder_json", "photos": args.baseline, "seconds": round(seconds, 1),
                           "photos_per_s": round(args.baseline / seconds, 2), "peak_mb": round(peak), **machine}), flush=True)
 
-        seconds, peak, out = timed_child([*CLI, "index", str(tree), "--run", args.run, "--quiet"])
-        print(json.dumps({"measurement": "index", "photos": args.photos, "of_them_12_megapixel": args.large,
-                          "seconds": round(seconds, 1), "photos_per_s": round(args.photos / seconds, 2), "peak_mb": round(peak),
-                          "summary": out.strip(), **machine}), flush=True)
+        for workers in args.compare_workers:  # the same photos as `caption FOLDER`, side by side
+            library = work / f"flat-workers-{workers}.sqlite"
+            library.unlink(missing_ok=True)
+            seconds, peak, tree_peak, _ = timed_child([*CLI, "index", str(flat), "--run", args.run, "--library", str(library),
+                                                       "--workers", str(workers), "--quiet"])
+            print(json.dumps({"measurement": "index_flat", "workers": workers, "photos": args.baseline, "seconds": round(seconds, 1),
+                              "photos_per_s": round(args.baseline / seconds, 2), "peak_mb": round(peak),
+                              "peak_with_workers_mb": round(tree_peak), **machine}), flush=True)
 
-        seconds, _, out = timed_child([*CLI, "index", str(tree), "--run", args.run, "--quiet"])
+        seconds, peak, tree_peak, out = timed_child([*CLI, "index", str(tree), "--run", args.run, "--workers", str(args.workers),
+                                                     "--quiet"])
+        print(json.dumps({"measurement": "index", "workers": args.workers, "photos": args.photos, "of_them_12_megapixel": args.large,
+                          "seconds": round(seconds, 1), "photos_per_s": round(args.photos / seconds, 2), "peak_mb": round(peak),
+                          "peak_with_workers_mb": round(tree_peak), "summary": out.strip(), **machine}), flush=True)
+
+        seconds, _, _, out = timed_child([*CLI, "index", str(tree), "--run", args.run, "--quiet"])
         print(json.dumps({"measurement": "index_rerun_nothing_new", "photos": args.photos, "seconds": round(seconds, 2),
                           "summary": out.strip(), **machine}), flush=True)
+
+        # memory against the tree's size: one top folder (a fifth of the tree, no 12-megapixel photos) on its own
+        part = tree / "a01"
+        if part.is_dir():
+            library = work / "part.sqlite"
+            library.unlink(missing_ok=True)
+            count = len(list(part.rglob("*.jpg")))
+            seconds, peak, tree_peak, _ = timed_child([*CLI, "index", str(part), "--run", args.run, "--library", str(library),
+                                                       "--workers", str(args.workers), "--quiet"])
+            print(json.dumps({"measurement": "index_part_of_tree", "workers": args.workers, "photos": count, "seconds": round(seconds, 1),
+                              "photos_per_s": round(count / seconds, 2), "peak_mb": round(peak),
+                              "peak_with_workers_mb": round(tree_peak), **machine}), flush=True)
 
         if args.large:
             large = work / "large"
@@ -141,9 +194,11 @@ def main() -> None:
                     if image.size == (4000, 3000):
                         shutil.copyfile(path, large / path.name)
             count = len(list(large.glob("*.jpg")))
-            seconds, peak, _ = timed_child([*CLI, "index", str(large), "--run", args.run, "--quiet"])
-            print(json.dumps({"measurement": "index_12_megapixel", "photos": count, "seconds": round(seconds, 1),
-                              "photos_per_s": round(count / seconds, 2), "peak_mb": round(peak), **machine}), flush=True)
+            seconds, peak, tree_peak, _ = timed_child([*CLI, "index", str(large), "--run", args.run, "--workers", str(args.workers),
+                                                       "--quiet"])
+            print(json.dumps({"measurement": "index_12_megapixel", "workers": args.workers, "photos": count, "seconds": round(seconds, 1),
+                              "photos_per_s": round(count / seconds, 2), "peak_mb": round(peak),
+                              "peak_with_workers_mb": round(tree_peak), **machine}), flush=True)
 
         print(json.dumps({"measurement": "search", **search_latency(args.run, work, args.search_rows), **machine}), flush=True)
     finally:

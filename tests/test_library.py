@@ -198,6 +198,20 @@ def test_any_query_text_is_plain_words_never_an_error(tree, tiny_captioner, quer
     assert fts_query("") is None and fts_query('red "circle"') == '"red" OR "circle"'
 
 
+def descendants(pid: int) -> list[int]:
+    """The process's children, theirs, and so on (Linux /proc)."""
+    found, queue = [], [pid]
+    while queue:
+        for task in Path(f"/proc/{queue.pop()}/task").glob("*"):
+            try:
+                children = [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            queue += children
+    return found
+
+
 def test_killed_with_sigkill_and_rerun_it_captions_only_what_is_missing(tmp_path, tiny_run):
     root = tmp_path / "many"
     draw_tree(root, count=120)
@@ -217,9 +231,15 @@ def test_killed_with_sigkill_and_rerun_it_captions_only_what_is_missing(tmp_path
             if written >= 4:
                 break
         time.sleep(0.02)
+    helpers = descendants(process.pid)  # its photo-reading workers and their fork server
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert 4 <= written < 120, "the index finished (or never started) before it could be killed"
+    assert helpers, "the index ran no worker processes"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in helpers):
+        time.sleep(0.1)
+    assert not [pid for pid in helpers if Path(f"/proc/{pid}").exists()], "worker processes outlived the killed index"
     with open_library(root) as library:
         assert library.connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         kept = library.count()
@@ -254,27 +274,108 @@ def test_the_python_api(tree, tiny_captioner):
 
 
 def test_a_photo_deleted_or_replaced_while_the_job_runs(tree, tiny_captioner, monkeypatch):
-    import captioner.library.indexer as indexer
+    import captioner.library.reading as reading  # read in a thread (workers=0), so the patched loader is the one used
 
-    original = indexer.load
+    original = reading.load
     vanishing, replaced = tree / "red square 0.jpg", tree / "2024" / "summer" / "green circle 1.jpg"
 
-    def load_after_a_change(found, encoder):
+    def load_after_a_change(found, input_size):
         if found.path == os.fsencode(vanishing):
             vanishing.unlink()  # deleted after the scan listed it
         if found.path == os.fsencode(replaced):
             replaced.write_bytes(b"replaced by a text file")  # replaced after the scan listed it
-        return original(found, encoder)
+        return original(found, input_size)
 
-    monkeypatch.setattr(indexer, "load", load_after_a_change)
+    monkeypatch.setattr(reading, "load", load_after_a_change)
     warnings: list[str] = []
     with open_library(tree) as library:
-        summary = index(library, tiny_captioner, progress=False, warn=warnings.append)
+        summary = index(library, tiny_captioner, progress=False, warn=warnings.append, workers=0)
         assert (summary.captioned, summary.failed) == (4, 2)
         assert any("cannot read" in warning for warning in warnings) and any("not an image" in warning for warning in warnings)
-        monkeypatch.setattr(indexer, "load", original)
+        monkeypatch.setattr(reading, "load", original)
         again = index(library, tiny_captioner, progress=False, warn=warnings.append)
         # the deleted photo leaves; the replaced one changed after its scan, so it is read once more (and fails again)
         assert (again.removed, again.captioned, again.failed) == (1, 0, 1)
         third = index(library, tiny_captioner, progress=False, warn=warnings.append)
         assert (third.unchanged, third.failed, third.removed) == (5, 0, 0) and library.count() == 5
+
+
+def test_a_library_of_the_first_schema_opens_migrated_and_keeps_its_rows(tmp_path):
+    from captioner.library.store import APPLICATION_ID, MIGRATIONS, _statements
+
+    path = tmp_path / "old.sqlite"
+    connection = sqlite3.connect(path, isolation_level=None)
+    for statement in _statements(MIGRATIONS[0]):  # a library as the first release wrote it
+        connection.execute(statement)
+    connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    connection.execute("PRAGMA user_version = 1")
+    connection.execute("INSERT INTO meta VALUES ('root', ?)", (str(tmp_path),))
+    connection.execute("INSERT INTO photos (path_key, path, size, mtime_ns, caption) VALUES (?, 'a.jpg', 1, 1, 'a dog runs')",
+                       (b"a.jpg",))
+    connection.execute("INSERT INTO photos_fts (rowid, caption, alternatives, recognised) VALUES (1, 'a dog runs', '', '')")
+    connection.close()
+    with Library.open(path) as library:
+        photo = library.get(b"a.jpg")
+        assert (photo.caption, photo.machine_caption, photo.review, photo.reviewed) == ("a dog runs", "a dog runs", "machine", False)
+        assert [hit.photo.path for hit in library.search("dogs running")] == ["a.jpg"]
+        assert library.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_reviewed_caption_is_marked_searchable_and_survives_recaption(tree, tiny_captioner):
+    with open_library(tree) as library:
+        index(library, tiny_captioner, progress=False)
+        machine = library.get(b"red square 0.jpg")
+        accepted = library.set_review(b"red square 0.jpg", machine.caption, edited=False)
+        assert (accepted.review, accepted.caption, accepted.reviewed_at is not None) == ("approved", machine.caption, True)
+        written = library.set_review(b"2024/summer/green circle 1.jpg", "  a  lighthouse on a cliff ", edited=True)
+        assert (written.review, written.caption, written.machine_caption) == ("edited", "a lighthouse on a cliff",
+                                                                             library.get(b"2024/summer/green circle 1.jpg").machine_caption)
+        assert [hit.photo.path for hit in library.search("lighthouses")] == ["2024/summer/green circle 1.jpg"]
+        with pytest.raises(LibraryError, match="empty"):
+            library.set_review(b"red square 0.jpg", "   ", edited=True)
+        with pytest.raises(LibraryError, match="not in the library"):
+            library.set_review(b"nowhere.jpg", "a cat", edited=True)
+        summary = index(library, tiny_captioner, progress=False, recaption=True)
+        assert summary.captioned == 6
+        after = library.get(b"2024/summer/green circle 1.jpg")
+        assert (after.caption, after.review, after.reviewed_at) == ("a lighthouse on a cliff", "edited", written.reviewed_at)
+        assert after.machine_caption and after.machine_caption != after.caption and not after.needs_review
+        assert library.get(b"red square 0.jpg").review == "approved"
+        assert library.get("Ferien ä/blue square 2.jpg".encode()).review == "machine"
+
+
+def test_worker_processes_read_what_a_thread_reads(tree, tiny_captioner):
+    (tree / "broken.jpg").write_bytes(noisy_jpeg_bytes()[:300])
+    (tree / "text.png").write_bytes(b"not a picture")
+    results = {}
+    for workers in (0, 2):
+        with Library.open(tree / f"lib{workers}.sqlite", create=True, root=tree) as library:
+            summary = index(library, tiny_captioner, progress=False, workers=workers, batch_size=3, warn=lambda message: None)
+            assert (summary.captioned, summary.failed) == (6, 2)
+            results[workers] = {photo.path: (photo.caption, photo.sha256, photo.width, photo.error) for photo in library.photos()}
+    assert results[0] == results[2]
+
+
+def crash_on_purpose(found, input_size):
+    """A loader for the worker test: the photo named 'crash' kills its worker process, as a decoder crash would."""
+    from captioner.library.reading import load
+
+    if b"crash" in found.key:
+        os._exit(70)
+    return load(found, input_size)
+
+
+def test_a_worker_process_that_dies_costs_only_the_photo_that_killed_it(tree):
+    from captioner.library.reading import BatchReader, Found
+
+    (tree / "crash.jpg").write_bytes((tree / "red square 0.jpg").read_bytes())
+    found = [Found(path.name.encode(), os.fsencode(path), path.stat().st_size, 0) for path in sorted(tree.glob("*.jpg"))]
+    batches = [found[:1], found[1:], found[:1]]  # the crash photo in the middle batch
+    warnings: list[str] = []
+    read = list(BatchReader(batches, 32, workers=2, warn=warnings.append, load_one=crash_on_purpose))
+    assert [len(batch) for batch in read] == [1, 2, 1]
+    errors = {item.found.key: item.error for batch in read for item in batch}
+    assert "killed the worker process" in errors[b"crash.jpg"] and errors[b"red square 0.jpg"] is None
+    assert all(item.pixels.shape == (32, 32, 3) for batch in read for item in batch if item.error is None)
+    # batches in flight when it died are read again too (a dead worker breaks its whole pool): nothing is lost
+    assert warnings and all("worker process died" in warning for warning in warnings)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from captioner.data.images import square_pixels
 from captioner.errors import CaptionerError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -140,8 +141,12 @@ def encoder_spec(name: str) -> EncoderSpec:
 
 def preprocess(image: Image.Image, spec: EncoderSpec) -> torch.Tensor:
     """RGB PIL image -> normalised (3, size, size) float tensor, the same for training and inference."""
-    resized = image.resize((spec.input_size, spec.input_size), Image.BICUBIC)
-    array = np.asarray(resized, dtype=np.float32) / 255.0  # (size, size, 3)
+    return normalise(square_pixels(image, spec.input_size), spec)
+
+
+def normalise(pixels: np.ndarray, spec: EncoderSpec) -> torch.Tensor:
+    """(size, size, 3) uint8 pixels from `square_pixels` -> the encoder's normalised (3, size, size) float input."""
+    array = pixels.astype(np.float32) / 255.0  # (size, size, 3)
     array = (array - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     return torch.from_numpy(array.transpose(2, 0, 1).copy())  # (3, size, size)
 

@@ -5,6 +5,7 @@ import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from captioner.errors import ImageError
@@ -95,6 +96,12 @@ def load_image(image: ImageInput, *, max_bytes: int = MAX_IMAGE_BYTES, max_pixel
         raise
     except Exception as error:  # truncated data, broken chunks, decoder errors
         raise ImageError(f"{name}: corrupt or truncated image ({type(error).__name__}: {error})".rstrip()) from None
+
+
+def square_pixels(image: Image.Image, size: int) -> np.ndarray:
+    """An RGB image resized to the encoder's size x size input: (size, size, 3) uint8. The resize half of
+    `encoders.preprocess`, without torch, so photo-reading worker processes can do it."""
+    return np.asarray(image.resize((size, size), Image.BICUBIC))
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -22,7 +22,8 @@ def command_index(args: argparse.Namespace) -> int:
         if library.root != root.resolve():
             raise LibraryError(f"{path}: indexes {library.root}, not {root.resolve()}")
         # the run is loaded only when there is something to caption: a rerun with nothing new stays fast
-        summary = index(library, args.run, batch_size=args.batch_size, recaption=args.recaption, progress=not args.quiet)
+        summary = index(library, args.run, batch_size=args.batch_size, recaption=args.recaption, workers=args.workers,
+                        progress=not args.quiet)
     print(f"{path}: {summary.line()}")
     return 1 if summary.failed else 0
 
@@ -58,13 +59,24 @@ def command_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text}")
+    return value
+
+
 def add_commands(commands: argparse._SubParsersAction, positive_int) -> None:
+    from captioner.library.reading import DEFAULT_WORKERS
+
     library_help = f"the library file (default: PHOTOS_DIR/{DEFAULT_LIBRARY})"
     index = commands.add_parser("index", help="caption every new or changed photo under a folder into its library (resumable)")
     index.add_argument("photos", metavar="PHOTOS_DIR")
     index.add_argument("--run", default="runs/default", help="the trained run that writes the captions (default: %(default)s)")
     index.add_argument("--library", help=library_help)
     index.add_argument("--batch-size", type=positive_int, default=16)
+    index.add_argument("--workers", type=non_negative_int, default=DEFAULT_WORKERS,
+                       help="processes that read and decode photos beside the model; 0 reads in a thread (default: %(default)s)")
     index.add_argument("--recaption", action="store_true", help="caption every photo again (another run, or new settings)")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.set_defaults(handler=command_index)

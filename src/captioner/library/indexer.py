@@ -8,42 +8,30 @@ own folder is skipped; an unreadable folder is reported and skipped) and compare
 - a row whose file is gone and did not move: removed.
 New and changed photos are captioned in batches, and each batch is written in one transaction as soon as it is
 done, so a kill (SIGKILL included) loses at most the batch in flight and a rerun captions only what is missing.
-The next batch's files are read, decoded (big JPEGs at a reduced scale) and preprocessed in a thread while the
-model works on the current one, so only encoder-sized pixels are held, whatever the photos' size. One
-`index` at a time: a second one on the same library gets a one-line LibraryError.
+The next batches' files are read, decoded (big JPEGs at a reduced scale) and resized in worker processes
+(captioner.library.reading) while the model works on the current one, so only encoder-sized pixels are held,
+whatever the photos' size. One `index` at a time: a second one on the same library gets a one-line LibraryError.
 """
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import io
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from captioner.data.images import IMAGE_SUFFIXES, load_image
-from captioner.encoders import Encoder
-from captioner.errors import ImageError
+from captioner.data.images import IMAGE_SUFFIXES
+from captioner.encoders import normalise
 from captioner.inference import Caption, Captioner
+from captioner.library.reading import DEFAULT_WORKERS, BatchReader, Found, Loaded, file_sha256
 from captioner.library.store import LIBRARY_DIR, Library, LibraryError, Photo, display_path
 
 SUFFIXES = {suffix.encode() for suffix in IMAGE_SUFFIXES}
-
-
-@dataclass
-class Found:
-    key: bytes  # the path relative to the root, as bytes
-    path: bytes  # the absolute path
-    size: int
-    mtime_ns: int
 
 
 @dataclass
@@ -85,49 +73,6 @@ def scan(root: Path, on_error: Callable[[str], None]) -> Iterator[Found]:
             if not os.path.isfile(path) or os.path.islink(path):
                 continue
             yield Found(os.path.relpath(path, base), path, info.st_size, info.st_mtime_ns)
-
-
-def file_sha256(path: bytes) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@dataclass
-class Loaded:
-    found: Found
-    pixels: torch.Tensor | None  # the encoder's input, preprocessed; None for a file that failed
-    size: tuple[int, int] | None  # the photo's width and height as stored
-    sha256: str | None
-    error: str | None
-
-
-def load(found: Found, encoder: Encoder) -> Loaded:
-    """Read one photo: its bytes once for the hash and the image, decoded (big JPEGs at a reduced scale) and
-    preprocessed for the encoder; a bad file becomes its one-line error."""
-    try:
-        data = Path(os.fsdecode(found.path)).read_bytes()
-    except OSError as error:
-        return Loaded(found, None, None, None, f"{display_path(found.key)}: cannot read ({error.strerror or error})")
-    sha256 = hashlib.sha256(data).hexdigest()
-    name = display_path(found.key)
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
-            size = probe.size
-        image = load_image(data, draft=encoder.spec.input_size)
-        return Loaded(found, encoder.preprocess(image), size, sha256, None)
-    except ImageError as error:
-        return Loaded(found, None, None, sha256, str(error).replace(f"<{len(data)} bytes>", name, 1))
-    except Exception as error:  # never let one odd file stop the job (Image.open's own errors included)
-        try:
-            load_image(data)  # the loader's one-line wording for what is wrong with the file
-        except ImageError as wording:
-            return Loaded(found, None, None, sha256, str(wording).replace(f"<{len(data)} bytes>", name, 1))
-        except Exception:  # noqa: BLE001 - the first error is the one to report
-            pass
-        return Loaded(found, None, None, sha256, f"{name}: {type(error).__name__}: {error}")
 
 
 def run_identity(run_dir: Path) -> str:
@@ -177,9 +122,11 @@ class IndexLock:
 
 
 def index(library: Library, captioner: Captioner | str | Path, *, batch_size: int = 16, recaption: bool = False,
-          progress: bool = True, warn: Callable[[str], None] | None = None, **options) -> IndexSummary:
+          workers: int = DEFAULT_WORKERS, progress: bool = True, warn: Callable[[str], None] | None = None,
+          **options) -> IndexSummary:
     """Bring the library up to date with its root folder (see the module docstring); `options` go to decoding.
-    `captioner` may be a run folder: it is then loaded only if something needs captioning."""
+    `captioner` may be a run folder: it is then loaded only if something needs captioning. `workers` processes
+    read the photos (0: a thread of this process)."""
     from tqdm import tqdm
 
     from captioner.provenance import provenance
@@ -234,32 +181,25 @@ def index(library: Library, captioner: Captioner | str | Path, *, batch_size: in
             captioner = Captioner.load(run_dir)
         bar = tqdm(total=len(pending), unit="photo", desc="index", disable=not progress, smoothing=0.1)
         batches = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
-        with ThreadPoolExecutor(max_workers=1) as reader:
-            def read(batch: list[Found]) -> list[Loaded]:
-                return [load(found, captioner.encoder) for found in batch]
-
-            upcoming = reader.submit(read, batches[0]) if batches else None
-            for number in range(len(batches)):
-                loaded = upcoming.result()
-                if number + 1 < len(batches):  # read and decode the next batch while the model works on this one
-                    upcoming = reader.submit(read, batches[number + 1])
-                good = [item for item in loaded if item.pixels is not None]
-                captions: dict[int, Caption] = {}
-                if good:
-                    views = captioner.encode_pixels(torch.stack([item.pixels for item in good]),
-                                                    flip_ensemble=options.get("flip_ensemble"))
-                    captions = {id(item): caption for item, caption in zip(good, captioner.decode(*views, **options), strict=True)}
-                when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                rows = []
-                for item in loaded:
-                    rows.append((item.found.key, _photo(item, captions.get(id(item)), run=run, model=model, commit=commit, when=when)))
-                    if item.error is not None:
-                        summary.failed += 1
-                        warn(item.error)
-                    else:
-                        summary.captioned += 1
-                library.write(rows)  # the batch is in the file, whole, before the next one starts
-                bar.update(len(loaded))
+        spec = captioner.encoder.spec if pending else None
+        for loaded in BatchReader(batches, spec.input_size if spec else 0, workers=workers, warn=warn):
+            good = [item for item in loaded if item.pixels is not None]
+            captions: dict[int, Caption] = {}
+            if good:
+                pixels = torch.stack([normalise(item.pixels, spec) for item in good])  # (batch, 3, size, size)
+                views = captioner.encode_pixels(pixels, flip_ensemble=options.get("flip_ensemble"))
+                captions = {id(item): caption for item, caption in zip(good, captioner.decode(*views, **options), strict=True)}
+            when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            rows = []
+            for item in loaded:
+                rows.append((item.found.key, _photo(item, captions.get(id(item)), run=run, model=model, commit=commit, when=when)))
+                if item.error is not None:
+                    summary.failed += 1
+                    warn(item.error)
+                else:
+                    summary.captioned += 1
+            library.write(rows)  # the batch is in the file, whole, before the next one starts
+            bar.update(len(loaded))
         bar.close()
     summary.seconds = time.perf_counter() - started
     return summary

@@ -9,9 +9,11 @@ exists. MIGRATIONS[n] takes a library from version n to n + 1, so a library made
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX photos_sha256 ON photos (sha256);
     CREATE VIRTUAL TABLE photos_fts USING fts5(caption, alternatives, recognised, tokenize = 'porter unicode61');
     """,
+    # 1 -> 2: a person's review of a caption (the review view); `caption` then holds the person's text
+    """
+    ALTER TABLE photos ADD COLUMN review TEXT NOT NULL DEFAULT 'machine';   -- machine | approved | edited
+    ALTER TABLE photos ADD COLUMN reviewed_at TEXT;                         -- UTC, ISO 8601
+    ALTER TABLE photos ADD COLUMN machine_caption TEXT;                     -- what the model wrote, kept beside a person's
+    UPDATE photos SET machine_caption = caption;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -78,9 +87,22 @@ class Photo:
     code_commit: str | None = None
     captioned_at: str | None = None
     error: str | None = None
+    review: str = "machine"
+    reviewed_at: str | None = None
+    machine_caption: str | None = None  # the model's own caption (the same as `caption` until a person edits it)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def reviewed(self) -> bool:
+        """A person accepted or wrote the caption: never replaced by the model's."""
+        return self.review != "machine"
+
+    @property
+    def needs_review(self) -> bool:
+        """A doubtful caption no person has looked at: flagged in every report, not written into files unasked."""
+        return self.caption is not None and self.doubtful and not self.reviewed
 
 
 COLUMNS = [name for name in Photo.__dataclass_fields__]
@@ -206,8 +228,24 @@ class Library:
 
     def photos(self) -> Iterator[Photo]:
         """Every photo, by path; streamed, so memory stays flat."""
-        for row in self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM photos ORDER BY path"):
-            yield _photo(row)
+        for _, photo in self.items():
+            yield photo
+
+    def items(self) -> Iterator[tuple[bytes, Photo]]:
+        """Every photo with its key (the file's path relative to the root, as bytes), by path; streamed."""
+        for row in self.connection.execute(f"SELECT path_key, {', '.join(COLUMNS)} FROM photos ORDER BY path"):
+            yield bytes(row["path_key"]), _photo(row)
+
+    def file_path(self, key: bytes) -> Path:
+        """Where a photo's file is: its key's bytes under the root (a name that is not UTF-8 included)."""
+        return self.root / os.fsdecode(key)
+
+    def update_file(self, key: bytes, *, size: int, mtime_ns: int, sha256: str) -> None:
+        """The photo's file was rewritten on purpose (its caption embedded): the row follows, so the next `index`
+        does not take it for a changed photo."""
+        with _transaction(self.connection):
+            self.connection.execute("UPDATE photos SET size = ?, mtime_ns = ?, sha256 = ? WHERE path_key = ?",
+                                    (size, mtime_ns, sha256, key))
 
     def get(self, key: bytes) -> Photo | None:
         row = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM photos WHERE path_key = ?", (key,)).fetchone()
@@ -219,14 +257,19 @@ class Library:
         return {bytes(row[0]): (row[1], row[2], row[3], bool(row[4])) for row in rows}
 
     def write(self, rows: Sequence[tuple[bytes, Photo]]) -> None:
-        """Insert or replace these photos, and their search words, in one transaction."""
+        """Insert or replace these photos, and their search words, in one transaction. A caption a person accepted or
+        wrote stays (`--recaption` included): the model's new one is kept beside it as machine_caption."""
         with _transaction(self.connection):
             for key, photo in rows:
+                old = self.connection.execute("SELECT id, review, reviewed_at, caption FROM photos WHERE path_key = ?", (key,)).fetchone()
+                if photo.machine_caption is None:
+                    photo = replace(photo, machine_caption=photo.caption)
+                if old is not None and old["review"] != "machine" and not photo.reviewed:
+                    photo = replace(photo, caption=old["caption"], review=old["review"], reviewed_at=old["reviewed_at"])
                 values = photo.to_dict()
                 for name in JSON_COLUMNS:
                     values[name] = json.dumps(values[name])
                 values["doubtful"] = int(values["doubtful"])
-                old = self.connection.execute("SELECT id FROM photos WHERE path_key = ?", (key,)).fetchone()
                 if old is not None:
                     self.connection.execute("DELETE FROM photos_fts WHERE rowid = ?", (old[0],))
                     assignments = ", ".join(f"{name} = :{name}" for name in COLUMNS)
@@ -238,6 +281,22 @@ class Library:
                     rowid = self.connection.execute(f"INSERT INTO photos ({names}) VALUES ({marks})", {**values, "path_key": key}).lastrowid
                 self.connection.execute("INSERT INTO photos_fts (rowid, caption, alternatives, recognised) VALUES (?, ?, ?, ?)",
                                         (rowid, *_fts_text(photo)))
+
+    def set_review(self, key: bytes, text: str, *, edited: bool) -> Photo:
+        """A person's verdict on a photo's caption: `text` accepted (the model's caption or one of its alternatives,
+        edited=False) or written (edited=True); it then stands against any later recaption."""
+        text = " ".join(text.split())
+        if not text:
+            raise LibraryError("a caption cannot be empty")
+        photo = self.get(key)
+        if photo is None:
+            raise LibraryError(f"{display_path(key)}: not in the library")
+        offered = {photo.machine_caption, *(item["text"] for item in photo.alternatives)}
+        review = "edited" if edited or text not in offered else "approved"
+        when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        updated = replace(photo, caption=text, review=review, reviewed_at=when)
+        self.write([(key, updated)])
+        return updated
 
     def move(self, old_key: bytes, new_key: bytes, *, size: int, mtime_ns: int) -> None:
         """A photo renamed or moved inside the root: its row, caption included, follows it."""
