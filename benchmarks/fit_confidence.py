@@ -7,8 +7,11 @@ labelled right or wrong: on the real photos, whether the caption names the main 
 scoring); on Flickr8k dev, whether the caption's subject (its first person, animal or recognised-object word)
 is in the photo's references (for a person word: whether the references name any person). A logistic model of
 that label on the signals is fitted on both together, each set weighing the same; --write stores it in
-src/captioner/grounding.json. Printed: the weights, and on each dev set the AUC and the share of the wrong
-captions among the least confident 30%. The test halves are not read (benchmarks/eval_real_photos.py scores them once).
+src/captioner/grounding.json. Printed: the weights, and on each dev set the AUC, the share of the wrong
+captions among the least confident 30%, and at thresholds 0.3-0.9 the share marked "needs review", how many of
+those were in fact wrong (precision) and how many of the wrong ones were marked (recall); then the threshold of
+least expected cost (DOUBTFUL_BELOW was set to it). The test halves are not read (benchmarks/eval_real_photos.py
+scores them once).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from pathlib import Path
 from real_photos.scoring import score_photo
 from tune_grounding import DevPhoto, dev_sets
 
-from captioner.confidence import fit
+from captioner.confidence import DOUBTFUL_BELOW, fit
 from captioner.grounded import PERSON_WORDS, SETTINGS_FILE, _names, choose, named_animals, names_person, signals, singular
 from captioner.inference import Captioner
 from captioner.io import atomic_write_text
@@ -62,6 +65,34 @@ def wrong_in_least_confident(scores: list[float], labels: list[bool], share: flo
     return sum(not labels[index] for index in order) / wrong if wrong else float("nan")
 
 
+def flagged_precision(scores: list[float], labels: list[bool], below: float) -> dict[str, float]:
+    """What marking the captions under `below` "needs review" does: the share flagged, the share of the flagged that
+    were in fact wrong (precision), and the share of the wrong ones that got flagged (recall)."""
+    flagged = [label for score, label in zip(scores, labels, strict=True) if score < below]
+    wrong = sum(not label for label in labels)
+    return {"below": below, "flagged": round(len(flagged) / len(labels), 4),
+            "precision": round(sum(not label for label in flagged) / len(flagged), 4) if flagged else float("nan"),
+            "recall": round(sum(not label for label in flagged) / wrong, 4) if wrong else float("nan")}
+
+
+REVIEW_THRESHOLDS = [round(0.3 + 0.05 * step, 2) for step in range(13)]  # 0.3 ... 0.9
+MISS_COST = 2  # a wrong caption that goes out unflagged misleads a blind reader: it costs two needless reviews
+
+
+def review_threshold(scored: dict[str, tuple[list[float], list[bool]]]) -> tuple[float, dict[float, float]]:
+    """The threshold with the least expected cost per photo (MISS_COST per wrong caption not flagged, 1 per right one
+    flagged), each dev set weighing the same; ties go to the lower threshold (fewer reviews)."""
+    costs = {}
+    for below in REVIEW_THRESHOLDS:
+        per_set = []
+        for scores, labels in scored.values():
+            missed = sum(not label and score >= below for score, label in zip(scores, labels, strict=True))
+            needless = sum(label and score < below for score, label in zip(scores, labels, strict=True))
+            per_set.append((MISS_COST * missed + needless) / len(labels))
+        costs[below] = round(sum(per_set) / len(per_set), 4)
+    return min(costs, key=lambda below: (costs[below], below)), costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
@@ -94,7 +125,10 @@ def main() -> None:
         scored[name] = (scores, labels)
         report[name] = {"photos": len(labels), "subject_right": round(sum(labels) / len(labels), 4),
                         "mean_confidence": round(sum(scores) / len(scores), 4), "auc": round(auc(scores, labels), 4),
-                        "wrong_in_least_confident_30%": round(wrong_in_least_confident(scores, labels), 4)}
+                        "wrong_in_least_confident_30%": round(wrong_in_least_confident(scores, labels), 4),
+                        "needs_review_at": [flagged_precision(scores, labels, below) for below in REVIEW_THRESHOLDS]}
+    chosen, costs = review_threshold(scored)
+    report["needs_review_below"] = {"chosen": chosen, "in_use": DOUBTFUL_BELOW, "miss_cost": MISS_COST, "cost_per_photo": costs}
     plot_reliability(scored, args.plot)
     report["plot"] = str(args.plot)
     if args.write:

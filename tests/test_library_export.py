@@ -65,7 +65,7 @@ def _from_cell(name: str, cell: str):
     """A CSV cell back to the Photo field's value."""
     if name in ("alternatives", "recognised"):
         return json.loads(cell)
-    if name == "doubtful":
+    if name in ("doubtful", "needs_review"):
         assert cell in ("true", "false")
         return cell == "true"
     if cell == "":
@@ -82,9 +82,9 @@ def test_csv_round_trips_every_field(library: Library, tmp_path: Path):
     assert export_csv(library, out) == 9
     with open(out, encoding="utf-8", newline="") as stream:
         reader = csv.DictReader(stream)
-        assert reader.fieldnames == COLUMNS
+        assert reader.fieldnames == [*COLUMNS, "needs_review"]
         parsed = [{name: _from_cell(name, cell) for name, cell in row.items()} for row in reader]
-    assert parsed == [photo.to_dict() for photo in library.photos()]
+    assert parsed == [{**photo.to_dict(), "needs_review": photo.needs_review} for photo in library.photos()]
     assert [row["path"] for row in parsed] == sorted(row["path"] for row in parsed)
 
 
@@ -96,7 +96,8 @@ def test_jsonl_lines_equal_to_dict(library: Library, tmp_path: Path):
     assert "café ☕ photo.jpg" in text  # ensure_ascii=False: readable, not \u escapes
     lines = text.split("\n")
     assert lines[-1] == ""
-    assert [json.loads(line) for line in lines[:-1]] == [photo.to_dict() for photo in library.photos()]
+    assert [json.loads(line) for line in lines[:-1]] == [{**photo.to_dict(), "needs_review": photo.needs_review}
+                                                         for photo in library.photos()]
     assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []  # no temp file left
 
 
@@ -213,7 +214,7 @@ def test_html_marks_doubtful_lists_failures_and_counts(library: Library, tmp_pat
     assert "Needs review" not in "".join(_figure_for(parser, "dog.jpg")["text"])
     assert "says less" in "".join(_figure_for(parser, "fallback.jpg")["text"])
     summary = " ".join(" ".join(parser.text).split())
-    assert "9 photos: 7 captioned, 1 doubtful, 1 failed." in summary
+    assert "9 photos: 7 captioned, 1 need review, 1 failed." in summary
     assert "Failed files" in parser.by_tag["h2"]
     headers = [attributes for tag, attributes in parser.tags if tag == "th"]
     assert len(headers) == 2 and all(attributes.get("scope") == "col" for attributes in headers)
@@ -231,7 +232,7 @@ def test_html_of_an_empty_library_and_odd_rows(tmp_path: Path):
         out = tmp_path / "empty.html"
         assert export_html(library, out) == 0
         _, parser = _parse(out)
-        assert "0 photos: 0 captioned, 0 doubtful, 0 failed." in " ".join(parser.text)
+        assert "0 photos: 0 captioned, 0 need review, 0 failed." in " ".join(parser.text)
         assert [tag for tag, _ in parser.tags].count("img") == 0
         (tmp_path / "secret.jpg").write_bytes(b"x")
         odd = [_photo("../secret.jpg", caption="outside"), _photo("ctl\x01name.jpg", caption="line one\nline two", confidence=float("nan"))]
@@ -241,3 +242,15 @@ def test_html_of_an_empty_library_and_odd_rows(tmp_path: Path):
         assert "outside the library" in "".join(_figure_for(parser, "../secret.jpg")["text"])
         assert "\x01" not in raw and "ctl\\x01name.jpg" in raw
         assert export_csv(library, tmp_path / "odd.csv") == 2 and export_jsonl(library, tmp_path / "odd.jsonl") == 2
+
+
+def test_a_reviewed_caption_is_marked_and_no_longer_needs_review(library: Library, tmp_path: Path):
+    library.set_review(b"doubt.jpg", "a heron standing in a pond", edited=True)
+    out = tmp_path / "page.html"
+    export_html(library, out)
+    _, parser = _parse(out)
+    text = "".join(_figure_for(parser, "doubt.jpg")["text"])
+    assert "Written by a person." in text and "Needs review" not in text and "A heron standing in a pond." in text
+    export_jsonl(library, tmp_path / "rows.jsonl")
+    rows = {row["path"]: row for row in map(json.loads, (tmp_path / "rows.jsonl").read_text().splitlines())}
+    assert (rows["doubt.jpg"]["review"], rows["doubt.jpg"]["needs_review"], rows["doubt.jpg"]["doubtful"]) == ("edited", False, True)

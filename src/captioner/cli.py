@@ -8,6 +8,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from captioner.argtypes import non_negative_int, positive_int
 from captioner.config import default_data_dir
 from captioner.errors import CaptionerError
 
@@ -18,27 +19,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config key, e.g. --set train.epochs=20 (repeatable)")
 
 
-def _whole_number(text: str, minimum: int) -> int:
-    """argparse type for sizes and counts: a bad value is a usage error, not a traceback from deep inside."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _whole_number(text, 1)
-
-
-def _non_negative_int(text: str) -> int:
-    return _whole_number(text, 0)
-
-
 def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rerank-neighbours", type=_non_negative_int, default=None,
+    parser.add_argument("--rerank-neighbours", type=non_negative_int, default=None,
                         help="rerank the beam by consensus with this many most similar training photos (0: off; default: the run's)")
     parser.add_argument("--rerank-weight", type=float, default=None, help="weight of that consensus (default: the run's)")
     parser.add_argument("--flip-ensemble", action=argparse.BooleanOptionalAction, default=None,
@@ -205,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a run on a split; writes metrics.json, report.md, pictures")
     evaluate.add_argument("run")
     evaluate.add_argument("--split", default="test", choices=["train", "dev", "test"])
-    evaluate.add_argument("--beam", type=_positive_int, default=None, help="beam size (default: the run's decode.beam_size)")
+    evaluate.add_argument("--beam", type=positive_int, default=None, help="beam size (default: the run's decode.beam_size)")
     evaluate.add_argument("--length-penalty", type=float, default=None)
     _add_decoding_arguments(evaluate)
     evaluate.add_argument("--max-images", type=int, default=0, help="score only the first N images (0: all)")
@@ -217,17 +199,22 @@ def build_parser() -> argparse.ArgumentParser:
     caption = commands.add_parser("caption", help="caption images or folders of images")
     caption.add_argument("run")
     caption.add_argument("images", nargs="+", help="image files or folders")
-    caption.add_argument("--beam", type=_positive_int, default=None)
-    caption.add_argument("--n-best", type=_positive_int, default=1)
+    caption.add_argument("--beam", type=positive_int, default=None)
+    caption.add_argument("--n-best", type=positive_int, default=1)
     _add_decoding_arguments(caption)
-    caption.add_argument("--batch-size", type=_positive_int, default=16)
+    caption.add_argument("--batch-size", type=positive_int, default=16)
     caption.add_argument("--json", action="store_true", help="print JSON instead of text")
     caption.add_argument("--ensemble", nargs="+", metavar="RUN", help="more runs (same encoder and vocabulary) to decode with RUN as one")
     caption.set_defaults(handler=command_caption)
 
     from captioner.library.commands import add_commands
 
-    add_commands(commands, _positive_int)
+    add_commands(commands)
+
+    from captioner.alttext import photos, site
+
+    photos.add_command(commands)
+    site.add_command(commands)
 
     serve = commands.add_parser("serve", help="web page and HTTP API")
     serve.add_argument("run")

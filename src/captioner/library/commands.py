@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from captioner.argtypes import non_negative_int, positive_int
 from captioner.library.store import LIBRARY_DIR, LIBRARY_FILE, Library, LibraryError
 
 DEFAULT_LIBRARY = Path(LIBRARY_DIR) / LIBRARY_FILE
@@ -36,12 +37,16 @@ def command_search(args: argparse.Namespace) -> int:
         hits = search(library, args.text, limit=args.limit)
         root = library.root
     if args.json:
-        print(json.dumps([{**hit.photo.to_dict(), "file": str(root / hit.photo.path), "rank": round(hit.rank, 4)} for hit in hits],
+        print(json.dumps([{**hit.photo.to_dict(), "needs_review": hit.photo.needs_review, "file": str(root / hit.photo.path),
+                           "rank": round(hit.rank, 4)} for hit in hits],
                          ensure_ascii=False, indent=2))
     else:
         for hit in hits:
-            confidence = "" if hit.photo.confidence is None else f"\t[confidence {hit.photo.confidence:.2f}]"
-            print(f"{root / hit.photo.path}\t{hit.photo.caption}{confidence}")
+            photo = hit.photo
+            marks = [f"confidence {photo.confidence:.2f}"] if photo.confidence is not None and not photo.reviewed else []
+            marks += ["needs review"] if photo.needs_review else []
+            marks += [{"approved": "approved by a person", "edited": "written by a person"}[photo.review]] if photo.reviewed else []
+            print(f"{root / photo.path}\t{photo.caption}" + "".join(f"\t[{mark}]" for mark in marks))
     if not hits:
         print(f"no photo matches {args.text!r}", file=sys.stderr)
     return 0
@@ -59,14 +64,7 @@ def command_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text}")
-    return value
-
-
-def add_commands(commands: argparse._SubParsersAction, positive_int) -> None:
+def add_commands(commands: argparse._SubParsersAction) -> None:
     from captioner.library.reading import DEFAULT_WORKERS
 
     library_help = f"the library file (default: PHOTOS_DIR/{DEFAULT_LIBRARY})"

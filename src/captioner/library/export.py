@@ -59,15 +59,23 @@ def _csv_cell(value: Any) -> str:
     return str(value)  # str(float) round-trips exactly
 
 
+EXPORTED = [*COLUMNS, "needs_review"]  # every stored field, and whether a person should check the caption first
+REVIEW_WORDS = {"approved": "Approved by a person.", "edited": "Written by a person."}
+
+
+def _record(photo: Photo) -> dict[str, Any]:
+    return {**photo.to_dict(), "needs_review": photo.needs_review}
+
+
 def export_csv(library: Library, out: Path) -> int:
     """Every photo as one CSV row under a header of the field names."""
     def rows(stream: IO[str]) -> int:
         writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(COLUMNS)
+        writer.writerow(EXPORTED)
         count = 0
         for photo in library.photos():
-            values = photo.to_dict()
-            writer.writerow([_csv_cell(values[name]) for name in COLUMNS])
+            values = _record(photo)
+            writer.writerow([_csv_cell(values[name]) for name in EXPORTED])
             count += 1
         return count
 
@@ -75,11 +83,11 @@ def export_csv(library: Library, out: Path) -> int:
 
 
 def export_jsonl(library: Library, out: Path) -> int:
-    """Every photo as one JSON object per line (JSON Lines), its fields exactly as Photo.to_dict() gives them."""
+    """Every photo as one JSON object per line (JSON Lines): Photo.to_dict()'s fields and needs_review."""
     def rows(stream: IO[str]) -> int:
         count = 0
         for photo in library.photos():
-            stream.write(json.dumps(photo.to_dict(), ensure_ascii=False) + "\n")
+            stream.write(json.dumps(_record(photo), ensure_ascii=False) + "\n")
             count += 1
         return count
 
@@ -158,7 +166,7 @@ def _figure(library: Library, photo: Photo, size: int) -> str:
     picture, note = _thumbnail_or_note(library, photo, size)
     caption = as_sentence(photo.caption) if photo.caption else ""
     alt = caption or f"Photo {photo.path}, not captioned yet."
-    parts = [f'<li><figure class="{"doubtful" if photo.doubtful else "photo"}">']
+    parts = [f'<li><figure class="{"doubtful" if photo.needs_review else "photo"}">']
     if picture is not None:
         uri, width, height = picture
         parts.append(f'<img src="{uri}" alt="{_text(alt)}" width="{width}" height="{height}">')
@@ -166,9 +174,11 @@ def _figure(library: Library, photo: Photo, size: int) -> str:
     parts.append(f'<p class="caption">{_text(caption)}</p>' if caption else '<p class="caption note">Not captioned yet.</p>')
     if isinstance(photo.confidence, (int, float)) and math.isfinite(photo.confidence):
         parts.append(f'<p class="confidence">Confidence {round(photo.confidence * 100)}%</p>')
-    if photo.doubtful:
+    if photo.needs_review:
         # in words, not only the border colour: a blind reader must not take this caption on trust
         parts.append('<p class="review"><strong>Needs review:</strong> doubtful caption; check it before using it as alt text.</p>')
+    elif photo.reviewed:
+        parts.append(f'<p class="reviewed">{REVIEW_WORDS[photo.review]}</p>')
     if photo.source == "fallback":
         parts.append('<p class="note">The model\'s own captions conflicted with what it recognised, so this one says less.</p>')
     if note is not None:
@@ -186,13 +196,13 @@ def _failure_row(photo: Photo) -> str:
 class _Counts:
     photos: int = 0
     captioned: int = 0
-    doubtful: int = 0
+    needs_review: int = 0
     failed: int = 0
 
 
 def _head(library: Library, counts: _Counts) -> str:
     title = f"Captions for {library.root.name or library.root}"
-    summary = (f"{_plural(counts.photos, 'photo')}: {counts.captioned} captioned, {counts.doubtful} doubtful, "
+    summary = (f"{_plural(counts.photos, 'photo')}: {counts.captioned} captioned, {counts.needs_review} need review, "
                f"{counts.failed} failed.")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -222,7 +232,7 @@ def export_html(library: Library, out: Path, *, thumbnail_px: int = 256) -> int:
             for photo in library.photos():
                 counts.photos += 1
                 counts.captioned += photo.caption is not None
-                counts.doubtful += photo.doubtful
+                counts.needs_review += photo.needs_review
                 if photo.error is not None:
                     counts.failed += 1
                     failures.write(_failure_row(photo))
