@@ -204,3 +204,48 @@ def test_a_transformer_then_self_critical_training_on_the_real_slice(pipeline):
     code, out, err = run_cli(["evaluate", str(run_dir), "--split", "test", "--beam", "2"])
     assert code == 0, err
     assert json.loads(out)["scores"]["CIDEr"] > 0.0
+
+
+def test_real_photos_indexed_searched_and_their_alt_text_written(pipeline, flickr_slice, tmp_path):
+    """The library and the alt-text commands on real Flickr8k photos with the real encoder: index (worker processes),
+    search, captions embedded into the JPEGs (pixels unchanged, read back by Pillow), and alt text added to a page."""
+    import numpy as np
+    from PIL import Image
+
+    from captioner.library.store import Library
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for source in sorted((flickr_slice / "images").iterdir())[:6]:  # copies: --embed writes into them
+        shutil.copyfile(source, photos / source.name)
+    pixels = {path.name: np.asarray(Image.open(path)) for path in photos.iterdir()}
+    code, out, err = run_cli(["index", str(photos), "--run", str(pipeline["run"]), "--workers", "1", "--quiet"])
+    assert code == 0 and "6 captioned" in out, err
+    with Library.open(photos / ".captioner" / "library.sqlite") as library:
+        rows = {photo.path: photo for photo in library.photos()}
+        assert all(photo.caption and photo.error is None for photo in rows.values())
+        word = next(iter(rows.values())).caption.split()[1]
+        assert library.search(word), f"nothing found for {word!r}"
+    code, out, err = run_cli(["write-metadata", str(photos), "--embed", "--include-unreviewed"])
+    assert code == 0 and "6 written" in err, err
+    for name, photo in rows.items():
+        with Image.open(photos / name) as image:
+            assert image.getexif()[0x010E].encode("latin-1").decode("utf-8") == photo.caption  # EXIF ImageDescription
+            assert np.array_equal(np.asarray(image), pixels[name])
+    code, out, _ = run_cli(["index", str(photos), "--run", str(pipeline["run"]), "--quiet"])
+    assert code == 0 and "6 unchanged" in out  # embedding is not a change to recaption
+
+    site = tmp_path / "site"
+    (site / "img").mkdir(parents=True)
+    names = sorted(rows)[:2]
+    for name in names:
+        shutil.copyfile(photos / name, site / "img" / name)
+    page = site / "index.html"
+    original = "<!doctype html>\n<title>t</title>\n" + "".join(f'<p><img src="img/{name}" width=10></p>\n' for name in names)
+    page.write_text(original)
+    code, out, err = run_cli(["alt-text", str(site), "--run", str(pipeline["run"]), "--write", "--include-unreviewed",
+                              "--report", str(tmp_path / "report.html")])
+    assert code == 0, err
+    text = page.read_text()
+    assert text.count(" alt=\"") == 2 and re.sub(r' alt="[^"]*"', "", text) == original
+    assert (tmp_path / "report.csv").read_text().count("\n") == 3  # a header and the two images
