@@ -379,3 +379,18 @@ def test_a_worker_process_that_dies_costs_only_the_photo_that_killed_it(tree):
     assert all(item.pixels.shape == (32, 32, 3) for batch in read for item in batch if item.error is None)
     # batches in flight when it died are read again too (a dead worker breaks its whole pool): nothing is lost
     assert warnings and all("worker process died" in warning for warning in warnings)
+
+
+def test_workers_that_cannot_start_stop_the_job_with_a_clear_error(tree, tmp_path):
+    # a script without the `if __name__ == "__main__"` guard: the fork server's workers import it again and die
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "import os, sys\n"
+        "from captioner.library.reading import BatchReader, Found\n"
+        "path = os.fsencode(sys.argv[1])\n"
+        "batches = [[Found(b'a.jpg', path, 1, 0)], [Found(b'b.jpg', path, 1, 0)]]\n"
+        "list(BatchReader(batches, 32, workers=1, warn=lambda line: None))\n")
+    result = subprocess.run([sys.executable, str(script), str(tree / "red square 0.jpg")], capture_output=True, text=True, timeout=120)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and last == ("captioner.library.store.LibraryError: photo-reading worker processes keep dying "
+                                               "here; run again with --workers 0 to read photos in this process")

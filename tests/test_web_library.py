@@ -10,7 +10,7 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -35,7 +35,8 @@ PHOTOS = {"red circle 0.jpg": ("red", "circle"), "red square 1.jpg": ("red", "sq
           "blue circle 4.png": ("blue", "circle")}
 DOUBTFUL = "red circle 0.jpg"
 REFUSED_ROWS = ("escape.jpg", "linked/secret.jpg", "gone.jpg")  # rows of the library the web must not serve
-RESULT_KEYS = {"path", "caption", "confidence", "doubtful", "source", "width", "height", "photo_url", "thumbnail_url"}
+RESULT_KEYS = {"path", "caption", "confidence", "doubtful", "source", "width", "height", "review", "reviewed_at", "needs_review",
+               "photo_url", "thumbnail_url"}
 
 
 @dataclasses.dataclass
@@ -122,6 +123,8 @@ def test_search_finds_the_library_matches_and_their_photos_and_thumbnails_load(c
     doubtful = next(result for result in results if result["path"] == DOUBTFUL)
     assert doubtful["doubtful"] is True and doubtful["confidence"] == pytest.approx(0.31)
     assert doubtful["caption"] == "a red circle on a white background" and (doubtful["width"], doubtful["height"]) == (160, 120)
+    assert (doubtful["needs_review"], doubtful["review"], doubtful["reviewed_at"]) == (True, "machine", None)
+    assert all(result["needs_review"] is False for result in results if result["path"] != DOUBTFUL)
 
     # every photo, names with spaces, Unicode and folders among them, comes back by its URLs
     everything = search_results(client, every_caption_word(gallery), limit=100)
@@ -174,7 +177,11 @@ def test_bad_search_parameters_are_422(client):
 TRAVERSALS = ["../secret.jpg", "%2e%2e/secret.jpg", "%2E%2E%2Fsecret.jpg", "..%2fsecret.jpg", "../../../../../etc/passwd",
               "/etc/passwd", "%2Fetc%2Fpasswd", "..%5Csecret.jpg", "..\\secret.jpg", "red%20circle%200.jpg%00.png",
               "./red%20circle%200.jpg", "2024//summer/blue%20square%203.jpg", "2024/summer/./blue%20square%203.jpg",
-              "2024/summer/../../red%20circle%200.jpg", ""]
+              "2024/summer/../../red%20circle%200.jpg", "",
+              # \xNN escapes name only bytes 80-ff, written as the library shows them: never ., / or a control character
+              "%5Cx2e%5Cx2e/secret.jpg", "..%5Cx2fsecret.jpg", "red%20circle%200.jpg%5Cx00", "red%20circle%200.jpg%5Cx0a",
+              "Ferien%20%5Cxc3%5Cxa4/green%20circle%202.jpg", "Ferien%20%5CxC3%5CxA4/green%20circle%202.jpg", "%5Cxe", "%5Cxzz.jpg",
+              "%5C%5Cxe9.jpg"]
 
 
 @pytest.mark.parametrize("route", ["photo", "thumbnail"])
@@ -289,7 +296,10 @@ def test_the_library_page_in_a_real_browser(server_url, client, gallery, tmp_pat
             page.locator("#library-link a").click()
             page.wait_for_url(f"{server_url}/library")
             expect(page.locator("#library-info")).to_contain_text(f"{len(PHOTOS) + len(REFUSED_ROWS)} photos")
-            page.keyboard.press("Tab")  # the skip link, then the search box
+            page.keyboard.press("Tab")  # the skip link, the review page's link, then the search box
+            expect(page.locator(".skip-link")).to_be_focused()
+            page.keyboard.press("Tab")
+            expect(page.locator("#review-link")).to_be_focused()
             page.keyboard.press("Tab")
             expect(page.locator("#search-input")).to_be_focused()
             page.keyboard.type("purple")
@@ -323,13 +333,17 @@ def test_the_library_page_in_a_real_browser(server_url, client, gallery, tmp_pat
                     expect(confidence).to_be_hidden()
                 else:
                     expect(confidence).to_have_text(f"Confidence {round(result['confidence'] * 100)}%")
-                mark = item.locator(".doubtful-mark")
-                if result["doubtful"]:
+                mark = item.locator(".review-mark")
+                if result["needs_review"]:  # doubtful, no person has checked it: said in words
                     expect(mark).to_be_visible()
-                    expect(mark).to_have_text("Doubtful")
-                    expect(item).to_have_attribute("data-doubtful", "true")
+                    expect(mark).to_have_text("Needs review")
+                    expect(item.locator(".doubt-note")).to_be_visible()
+                    expect(item).to_have_attribute("data-review", "needs-review")
                 else:
                     expect(mark).to_be_hidden()
+                review = item.locator("a.review-photo-link")
+                expect(review).to_have_accessible_name(f"Review this caption: {sentence}")
+                expect(review).to_have_attribute("href", f"/library/review?{urlencode({'path': result['path']})}")
             assert any(result["path"] == DOUBTFUL for result in expected)
             assert page.url.endswith("/library?q=red+circle")  # the address keeps the search
             screenshot = tmp_path / "captioner-library.png"
@@ -355,9 +369,14 @@ def test_the_library_page_in_a_real_browser(server_url, client, gallery, tmp_pat
 def test_records_of_rows_the_web_cannot_address(tmp_path):
     from captioner.web.library import photo_record, thumbnail_folder
 
-    # a name that is not UTF-8 is stored as \xNN text: it gets no URLs rather than ones that 400
+    # a name that is not UTF-8 is stored as \xNN text, and named so in its URLs (%5C is the backslash)
     record = photo_record(Photo(path="caf\\xe9.jpg", size=1, mtime_ns=1, caption="a cat", confidence=float("nan")))
-    assert record["photo_url"] is None and record["thumbnail_url"] is None and record["confidence"] is None
+    assert record["photo_url"] == "/api/library/photo/caf%5Cxe9.jpg" and record["confidence"] is None
+    assert record["thumbnail_url"].startswith("/api/library/thumbnail/caf%5Cxe9.jpg?size=256&v=")
+    # a name no URL can take back to its key gets no URLs rather than ones that 400
+    for path in ("a\\b.jpg", "caf\\xc3\\xa9.jpg", "caf\\x41.jpg", "tab\t.jpg", "", "a//b.jpg"):
+        record = photo_record(Photo(path=path, size=1, mtime_ns=1, caption="a cat"))
+        assert record["photo_url"] is None and record["thumbnail_url"] is None, path
     assert photo_record(Photo(path="a b/ä#?.jpg", size=1, mtime_ns=7))["photo_url"] == "/api/library/photo/a%20b/%C3%A4%23%3F.jpg"
     # thumbnails always go in a .captioner folder, which the indexer never scans
     assert thumbnail_folder(tmp_path / ".captioner" / "library.sqlite") == tmp_path.resolve() / ".captioner" / "thumbnails"
@@ -378,3 +397,17 @@ def test_a_library_file_gone_after_startup_is_503_and_never_recreated(tmp_path):
     with pytest.raises(ApiError) as refused, served.reading() as library:
         library.count()
     assert refused.value.status == 503 and not path.exists()
+
+
+def test_library_keys_from_url_paths():
+    from captioner.library.store import display_path
+    from captioner.web.errors import ApiError
+    from captioner.web.library import library_key
+
+    for key in (b"caf\xe9.jpg", b"Ferien \xc3\xa4/\xff\xfe.jpg", "ä 🐕/狗.jpg".encode(), b"\xe9\xc3\xa9", b"a b/c#?.jpg"):
+        assert library_key(display_path(key)) == key, key
+    for path in ("caf\\xE9.jpg", "caf\\xc3\\xa9.jpg", "\\x41", "\\x7f", "a\\b", "\\x", "\\xe", "\\\\xe9", "\ud800.jpg", "../a",
+                 "a/./b", "/a", "a/", "x\x00"):
+        with pytest.raises(ApiError) as refused:
+            library_key(path)
+        assert refused.value.status == 400, path

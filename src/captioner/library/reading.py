@@ -124,8 +124,9 @@ class BatchReader:
                               "reading its batch again one photo at a time")
                     pool.shutdown(wait=True, cancel_futures=True)
                     loaded = [self._read_alone(found) for found in batch]
-                    if all(item.error == self._killed(item.found) for item in loaded):
-                        # not one photo can be read by a worker: the workers themselves cannot run here
+                    if all(item.error == self._killed(item.found) for item in loaded) and not self._workers_run():
+                        # a worker cannot even do nothing: the photos are not to blame (e.g. a script without a
+                        # __main__ guard, which the fork server's workers import again)
                         raise LibraryError("photo-reading worker processes keep dying here; run again with "
                                            "--workers 0 to read photos in this process") from None
                     pool = self._pool()
@@ -141,6 +142,13 @@ class BatchReader:
                 return pool.submit(load_batch, [found], self.input_size, self.load_one).result()[0]
             except BrokenProcessPool:
                 return Loaded(found, None, None, None, self._killed(found))
+
+    def _workers_run(self) -> bool:
+        with self._pool(1) as pool:
+            try:
+                return pool.submit(int).result() == 0
+            except BrokenProcessPool:
+                return False
 
     @staticmethod
     def _killed(found: Found) -> str:

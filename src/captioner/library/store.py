@@ -122,6 +122,11 @@ def _photo(row: sqlite3.Row) -> Photo:
     return Photo(**values)
 
 
+REVIEW_QUEUES = {  # Library.review_queue's choices, as SQL conditions
+    "needs-review": "caption IS NOT NULL AND doubtful = 1 AND review = 'machine'",
+    "unreviewed": "caption IS NOT NULL AND review = 'machine'",
+    "all": "caption IS NOT NULL",
+}
 RECOGNISED_FLOOR = 0.1  # a recognised word this probable is searchable ("cat" finds "a photo of an animal")
 
 
@@ -260,27 +265,31 @@ class Library:
         """Insert or replace these photos, and their search words, in one transaction. A caption a person accepted or
         wrote stays (`--recaption` included): the model's new one is kept beside it as machine_caption."""
         with _transaction(self.connection):
-            for key, photo in rows:
-                old = self.connection.execute("SELECT id, review, reviewed_at, caption FROM photos WHERE path_key = ?", (key,)).fetchone()
-                if photo.machine_caption is None:
-                    photo = replace(photo, machine_caption=photo.caption)
-                if old is not None and old["review"] != "machine" and not photo.reviewed:
-                    photo = replace(photo, caption=old["caption"], review=old["review"], reviewed_at=old["reviewed_at"])
-                values = photo.to_dict()
-                for name in JSON_COLUMNS:
-                    values[name] = json.dumps(values[name])
-                values["doubtful"] = int(values["doubtful"])
-                if old is not None:
-                    self.connection.execute("DELETE FROM photos_fts WHERE rowid = ?", (old[0],))
-                    assignments = ", ".join(f"{name} = :{name}" for name in COLUMNS)
-                    self.connection.execute(f"UPDATE photos SET {assignments} WHERE id = :id", {**values, "id": old[0]})
-                    rowid = old[0]
-                else:
-                    names = ", ".join(["path_key", *COLUMNS])
-                    marks = ", ".join([":path_key", *(f":{name}" for name in COLUMNS)])
-                    rowid = self.connection.execute(f"INSERT INTO photos ({names}) VALUES ({marks})", {**values, "path_key": key}).lastrowid
-                self.connection.execute("INSERT INTO photos_fts (rowid, caption, alternatives, recognised) VALUES (?, ?, ?, ?)",
-                                        (rowid, *_fts_text(photo)))
+            self._write(rows)
+
+    def _write(self, rows: Sequence[tuple[bytes, Photo]]) -> None:
+        """Insert or replace rows inside the caller's transaction."""
+        for key, photo in rows:
+            old = self.connection.execute("SELECT id, review, reviewed_at, caption FROM photos WHERE path_key = ?", (key,)).fetchone()
+            if photo.machine_caption is None:
+                photo = replace(photo, machine_caption=photo.caption)
+            if old is not None and old["review"] != "machine" and not photo.reviewed:
+                photo = replace(photo, caption=old["caption"], review=old["review"], reviewed_at=old["reviewed_at"])
+            values = photo.to_dict()
+            for name in JSON_COLUMNS:
+                values[name] = json.dumps(values[name])
+            values["doubtful"] = int(values["doubtful"])
+            if old is not None:
+                self.connection.execute("DELETE FROM photos_fts WHERE rowid = ?", (old[0],))
+                assignments = ", ".join(f"{name} = :{name}" for name in COLUMNS)
+                self.connection.execute(f"UPDATE photos SET {assignments} WHERE id = :id", {**values, "id": old[0]})
+                rowid = old[0]
+            else:
+                names = ", ".join(["path_key", *COLUMNS])
+                marks = ", ".join([":path_key", *(f":{name}" for name in COLUMNS)])
+                rowid = self.connection.execute(f"INSERT INTO photos ({names}) VALUES ({marks})", {**values, "path_key": key}).lastrowid
+            self.connection.execute("INSERT INTO photos_fts (rowid, caption, alternatives, recognised) VALUES (?, ?, ?, ?)",
+                                    (rowid, *_fts_text(photo)))
 
     def set_review(self, key: bytes, text: str, *, edited: bool) -> Photo:
         """A person's verdict on a photo's caption: `text` accepted (the model's caption or one of its alternatives,
@@ -288,15 +297,25 @@ class Library:
         text = " ".join(text.split())
         if not text:
             raise LibraryError("a caption cannot be empty")
-        photo = self.get(key)
-        if photo is None:
-            raise LibraryError(f"{display_path(key)}: not in the library")
-        offered = {photo.machine_caption, *(item["text"] for item in photo.alternatives)}
-        review = "edited" if edited or text not in offered else "approved"
-        when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        updated = replace(photo, caption=text, review=review, reviewed_at=when)
-        self.write([(key, updated)])
+        with _transaction(self.connection):  # read and write as one: a recaption cannot land in between
+            photo = self.get(key)
+            if photo is None:
+                raise LibraryError(f"{display_path(key)}: not in the library")
+            offered = {photo.machine_caption, *(item["text"] for item in photo.alternatives)}
+            review = "edited" if edited or text not in offered else "approved"
+            when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            updated = replace(photo, caption=text, review=review, reviewed_at=when)
+            self._write([(key, updated)])
         return updated
+
+    def review_queue(self, which: str, *, offset: int = 0, limit: int = 20) -> tuple[list[Photo], int]:
+        """Captioned photos to review, doubtful first, then the rest, each by path: those of [offset, offset + limit)
+        and how many there are. which: "needs-review" (doubtful, no person has looked), "unreviewed", or "all"."""
+        condition = REVIEW_QUEUES[which]
+        total = self.connection.execute(f"SELECT count(*) FROM photos WHERE {condition}").fetchone()[0]
+        rows = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM photos WHERE {condition} "
+                                       "ORDER BY doubtful DESC, path LIMIT ? OFFSET ?", (limit, offset))
+        return [_photo(row) for row in rows], total
 
     def move(self, old_key: bytes, new_key: bytes, *, size: int, mtime_ns: int) -> None:
         """A photo renamed or moved inside the root: its row, caption included, follows it."""

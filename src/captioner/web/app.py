@@ -7,6 +7,7 @@
     GET  /api/model        encoder, vocabulary size, decoding defaults, limits, the run's test scores
     GET  /api/openapi.json the schema of all of the above
     GET  /library          with a library (`--library FILE`): search its photos by words (library.py, its /api/library routes)
+    GET  /library/review   and review their captions: accept one, pick an alternative, write one (review.py)
 
 Where things are: the routes in api.py (the JSON API) and page.py (the page), their response schemas in
 schemas.py, the state they share (model, batcher, limits, image pool) in state.py, the JSON error
@@ -31,6 +32,7 @@ from captioner.data.images import MAX_IMAGE_PIXELS
 from captioner.inference import Captioner
 from captioner.web import api, page
 from captioner.web import library as library_view
+from captioner.web import review as review_view
 from captioner.web.batching import MicroBatcher
 from captioner.web.errors import add_error_handlers
 from captioner.web.guard import GuardMiddleware
@@ -96,6 +98,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(page.router)
     app.include_router(library_view.router)
+    app.include_router(review_view.router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     return app
 

@@ -5,14 +5,21 @@
     GET /api/library/search?q=&limit=     photos whose captions match the words, best first
     GET /api/library/photo/{path}         a photo's file
     GET /api/library/thumbnail/{path}     a JPEG no larger than size x size, made once and cached beside the library
+    (the review view, /library/review and its /api/library/review routes, is review.py)
 
 Without a library every /api/library route answers 404 JSON. A file is served only when its path is a row of the
 library and, with every symlink resolved, it lies inside the library's root: a path with `..`, `.` or empty parts,
 an absolute one, a backslash or a control character is refused (400) before any lookup, whatever the URL encoding;
 a row whose file resolves outside the root (a symlink) is refused (403); a row whose file is gone is 404.
 
-SQLite connections are not thread-safe and the routes run in FastAPI's thread pool: one read-only connection is
-shared under a lock (held for the query only), rather than opening (and checking) the file on every request.
+A file name that is not UTF-8 is shown (display_path) with its odd bytes as `\\xNN`; a URL names it the same way
+(`%5Cxe9`): `\\x80`..`\\xff` turn back into those raw bytes, only where the name shows them so (one URL per
+file), and any other backslash is still a 400. The file is then found from the key's bytes, not the text.
+
+SQLite connections are not thread-safe and the routes run in FastAPI's thread pool: one query-only connection is
+shared under a lock (held for the query only), rather than opening (and checking) the file on every request. A
+write (a person's review) opens its own short-lived connection under a second lock (`writing()`), so it never goes
+through the query-only one, and a search is not held up while a write waits for `captioner index` to commit.
 """
 import hashlib
 import logging
@@ -34,7 +41,7 @@ from pydantic import BaseModel, Field
 from captioner.errors import ImageError
 from captioner.io import atomic_write
 from captioner.library.search import search
-from captioner.library.store import LIBRARY_DIR, Library, Photo
+from captioner.library.store import LIBRARY_DIR, Library, Photo, display_path
 from captioner.library.thumbnails import jpeg_thumbnail
 from captioner.web.errors import ApiError
 from captioner.web.page import STATIC
@@ -54,7 +61,8 @@ MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                ".webp": "image/webp", ".tif": "image/tiff", ".tiff": "image/tiff"}
 NO_LIBRARY = "this server has no photo library; start it with `captioner serve RUN --library FILE`"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f]")  # never in a key the web can name (a name that is not UTF-8 shows as \xNN)
+_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f]")  # never in a key the web can name, but for the escapes below
+_BYTE_ESCAPE = re.compile(r"\\x([89a-f][0-9a-f])")  # a file-name byte that is not UTF-8, as display_path shows it
 
 
 # --- the served library --------------------------------------------------------------------------------
@@ -78,18 +86,26 @@ class ServedLibrary:
             log.warning("%s: its photo folder %s is not there; search works, photos will not", self.path, self.root)
         self.thumbnails = thumbnail_folder(self.path)
         self.lock = threading.Lock()
+        self.write_lock = threading.Lock()  # one write at a time; reads go on meanwhile (WAL)
         # thumbnails decode whole photos: a few at a time bounds memory when a page asks for 40 at once
         self.thumbnailing = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
         self.cache_warned = False
         self._library: Library | None = None
 
-    def _connect(self) -> Library:
+    def _connect(self, *, query_only: bool = True) -> Library:
         # mode=rw: a library file deleted since startup is an error, never a new empty file
         connection = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=rw", uri=True, timeout=30, isolation_level=None,
                                      check_same_thread=False)
-        connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA query_only = ON")  # the server only reads; `captioner index` may write beside it
-        return Library(connection, self.path)
+        try:
+            connection.row_factory = sqlite3.Row
+            if query_only:
+                connection.execute("PRAGMA query_only = ON")  # searches only read; `captioner index` may write beside it
+            else:
+                connection.execute("PRAGMA synchronous = NORMAL")  # as Library.open: WAL, a crash loses no file
+            return Library(connection, self.path)
+        except BaseException:
+            connection.close()
+            raise
 
     @contextmanager
     def reading(self) -> Iterator[Library]:
@@ -102,6 +118,22 @@ class ServedLibrary:
             except sqlite3.Error as error:
                 self._drop()  # the next request reconnects (the file may have been restored)
                 raise ApiError(503, f"library {self.path.name}: {error}") from None
+
+    @contextmanager
+    def writing(self) -> Iterator[Library]:
+        """The library opened for writing, for one short change (a person's review): a connection of its own, opened
+        now and closed after, so a file made read-only or replaced since startup is found out (503, one line), never
+        a traceback. SQLite's 30 s busy timeout lets a write wait for a batch of `captioner index` to commit."""
+        with self.write_lock:
+            library = None
+            try:
+                library = self._connect(query_only=False)
+                yield library
+            except sqlite3.Error as error:
+                raise ApiError(503, f"library {self.path.name}: cannot save now ({error})") from None
+            finally:
+                if library is not None:
+                    library.close()
 
     def _drop(self) -> None:
         if self._library is not None:
@@ -138,7 +170,11 @@ class LibraryPhoto(BaseModel):
     source: str | None = Field(description="decoder, or fallback (the caption says only what the encoder recognised)")
     width: int | None
     height: int | None
-    photo_url: str | None = Field(description="the photo's file; null when its name cannot be served (not UTF-8)")
+    review: str = Field(description="machine (no person has looked at it), approved (a person accepted it) or edited "
+                                    "(a person wrote it)")
+    reviewed_at: str | None = Field(description="when a person reviewed it (UTC, ISO 8601)")
+    needs_review: bool = Field(description="doubtful and not reviewed by a person")
+    photo_url: str | None = Field(description="the photo's file; null when its name cannot be named by a URL")
     thumbnail_url: str | None = Field(description=f"a JPEG at most {DEFAULT_THUMBNAIL} px on a side (size=: {MIN_THUMBNAIL}.."
                                                   f"{MAX_THUMBNAIL})")
 
@@ -158,32 +194,52 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
+def finite(value: Any) -> float | None:
+    """A number JSON can carry, or None (a NaN or an infinity is not one)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def addressable(path: str) -> bool:
+    """Whether a URL can name this row's display path (library_key takes it back)."""
+    try:
+        library_key(path)
+    except ApiError:
+        return False
+    return True
+
+
 def photo_record(photo: Photo) -> dict[str, Any]:
     """A row in the API's shape, with the URLs of its file and thumbnail."""
-    confidence = photo.confidence if isinstance(photo.confidence, (int, float)) and math.isfinite(photo.confidence) else None
-    addressable = bool(photo.path) and not _UNSAFE.search(photo.path)
-    quoted = quote(photo.path, safe="/")
+    named = addressable(photo.path)
+    quoted = quote(photo.path, safe="/")  # a \xNN escape becomes %5CxNN
     version = photo.sha256[:16] if photo.sha256 else str(photo.mtime_ns)
     return {
-        "path": photo.path, "caption": photo.caption, "confidence": confidence, "doubtful": photo.doubtful,
+        "path": photo.path, "caption": photo.caption, "confidence": finite(photo.confidence), "doubtful": photo.doubtful,
         "source": photo.source, "width": photo.width, "height": photo.height,
-        "photo_url": f"/api/library/photo/{quoted}" if addressable else None,
-        "thumbnail_url": f"/api/library/thumbnail/{quoted}?size={DEFAULT_THUMBNAIL}&v={quote(version)}" if addressable else None,
+        "review": photo.review, "reviewed_at": photo.reviewed_at, "needs_review": photo.needs_review,
+        "photo_url": f"/api/library/photo/{quoted}" if named else None,
+        "thumbnail_url": f"/api/library/thumbnail/{quoted}?size={DEFAULT_THUMBNAIL}&v={quote(version)}" if named else None,
     }
 
 
 def library_key(path: str) -> bytes:
-    """A URL's photo path -> the library key it names; 400 for anything a key (a relative path) never looks like."""
+    """A URL's photo path -> the library key it names; 400 for anything a key (a relative path) never looks like.
+    `\\x80`..`\\xff` stand for file-name bytes that are not UTF-8, and only where display_path writes them so."""
     if not path:
         raise ApiError(400, "no photo path")
-    if _UNSAFE.search(path):
-        raise ApiError(400, "a photo path cannot hold a backslash or a control character")
+    if _UNSAFE.search(_BYTE_ESCAPE.sub("", path)):
+        raise ApiError(400, "a photo path cannot hold a control character or a backslash (but for \\x80..\\xff, a file-name "
+                            "byte that is not UTF-8)")
     if path.startswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
         raise ApiError(400, "a photo path is relative to the library's folder, without '..', '.' or empty parts")
+    pieces = _BYTE_ESCAPE.split(path)  # text, byte, text, byte, ..., text
     try:
-        return path.encode()
+        key = b"".join(bytes([int(piece, 16)]) if number % 2 else piece.encode() for number, piece in enumerate(pieces))
     except UnicodeEncodeError:  # a lone surrogate
         raise ApiError(400, "a photo path must be UTF-8 text") from None
+    if display_path(key) != path:  # \xc3\xa9 is é: one name per file, the one the library shows
+        raise ApiError(400, "a photo path writes \\xNN only for a byte that is not UTF-8 there")
+    return key
 
 
 def locate(library: ServedLibrary, path: str) -> tuple[Photo, Path]:
@@ -194,7 +250,7 @@ def locate(library: ServedLibrary, path: str) -> tuple[Photo, Path]:
     if photo is None:
         raise ApiError(404, f"{path}: not in the library")
     try:
-        real = (library.root / path).resolve(strict=True)
+        real = (library.root / os.fsdecode(key)).resolve(strict=True)  # the file's own bytes, not the display text
     except FileNotFoundError:
         raise ApiError(404, f"{path}: the file is no longer there") from None
     except (OSError, RuntimeError) as error:  # a symlink loop, a folder we may not read
@@ -215,14 +271,23 @@ def thumbnail_key(photo: Photo, real: Path) -> str:
     return hashlib.sha256(f"{real}\0{info.st_size}\0{info.st_mtime_ns}".encode(errors="surrogateescape")).hexdigest()
 
 
+def printable(message: str, real: Path, path: str) -> str:
+    """An error message fit for JSON: the file's real path (which may hold undecodable bytes) as the library shows it."""
+    message = message.replace(str(real), path)
+    try:
+        return message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name made
+        return message.encode("utf-8", "backslashreplace").decode()
+
+
 def render_thumbnail(path: str, real: Path, size: int) -> bytes:
     """The photo as a JPEG at most size x size (upright, never enlarged); 422 for a file that cannot be read."""
     try:
         data, _, _ = jpeg_thumbnail(real, size)
     except ImageError as error:
-        raise ApiError(422, f"{path}: no thumbnail: {str(error).removeprefix(f'{real}: ')}") from None
+        raise ApiError(422, f"{path}: no thumbnail: {printable(str(error).removeprefix(f'{real}: '), real, path)}") from None
     except (OSError, ValueError) as error:  # Pillow fails in many ways while shrinking or encoding
-        raise ApiError(422, f"{path}: no thumbnail: {type(error).__name__}: {error}") from None
+        raise ApiError(422, f"{path}: no thumbnail: {type(error).__name__}: {printable(str(error), real, path)}") from None
     return data
 
 

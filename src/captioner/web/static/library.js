@@ -19,18 +19,6 @@ function announce(message) {
   announceIn(elements.status, message);
 }
 
-async function readJson(response) {
-  try { return await response.json(); } catch { return null; } // a proxy's HTML error page
-}
-
-function errorText(response, body) {
-  return body && typeof body.detail === "string" ? body.detail : `the server answered ${response.status}`;
-}
-
-function plural(count, word) {
-  return `${count} ${word}${count === 1 ? "" : "s"}`;
-}
-
 // --- results -----------------------------------------------------------------------------------------
 function renderPhoto(photo) {
   const item = elements.template.content.firstElementChild.cloneNode(true);
@@ -62,19 +50,29 @@ function renderPhoto(photo) {
     confidence.textContent = `Confidence ${Math.round(photo.confidence * 100)}%`;
     confidence.hidden = false;
   }
-  // a doubtful caption is marked in words, not only by colour: a blind reader must not take it on trust
-  $(".doubtful-mark", item).hidden = !photo.doubtful;
-  $(".doubt-note", item).hidden = !photo.doubtful;
-  $(".fallback-note", item).hidden = photo.source !== "fallback";
+  // who stands behind a caption, and a doubtful one no person has checked, are marked in words, not only by colour:
+  // a blind reader must not take a doubtful caption on trust
+  const mark = $(".review-mark", item);
+  mark.textContent = reviewMark(photo);
+  mark.hidden = !mark.textContent;
+  item.dataset.review = photo.needs_review ? "needs-review" : photo.review || "machine";
+  $(".doubt-note", item).hidden = !photo.needs_review;
+  $(".fallback-note", item).hidden = photo.source !== "fallback" || photo.review !== "machine";
   $(".photo-path", item).textContent = photo.path;
+  if (photo.photo_url && photo.caption) {
+    const review = $(".review-photo-link", item);
+    review.href = `/library/review?${new URLSearchParams({ path: photo.path })}`;
+    review.setAttribute("aria-label", `Review this caption: ${caption}`);
+    review.hidden = false;
+  }
   return item;
 }
 
 function summary(text, count) {
   if (!count) return `No photo matches “${text}”. Try other words.`;
-  const doubtful = elements.results.querySelectorAll("[data-doubtful='true']").length;
+  const doubtful = elements.results.querySelectorAll("[data-review='needs-review']").length;
   const more = count >= RESULT_LIMIT ? ` (the best ${RESULT_LIMIT}; add words to narrow the search)` : "";
-  const doubts = doubtful ? `, ${doubtful} of them with a doubtful caption` : "";
+  const doubts = doubtful ? `, ${doubtful} of them with a doubtful caption that needs review` : "";
   return `${plural(count, "photo")} match “${text}”${more}${doubts}.`;
 }
 
