@@ -242,13 +242,19 @@ def library_key(path: str) -> bytes:
     return key
 
 
-def locate(library: ServedLibrary, path: str) -> tuple[Photo, Path]:
-    """The row a URL path names and its file's real path, checked to be a file inside the library's root."""
+def row_of(library: ServedLibrary, path: str) -> tuple[bytes, Photo]:
+    """The key a URL path names and its row; 400 for a path no key looks like, 404 for one not in the library."""
     key = library_key(path)
     with library.reading() as opened:
         photo = opened.get(key)
     if photo is None:
         raise ApiError(404, f"{path}: not in the library")
+    return key, photo
+
+
+def locate(library: ServedLibrary, path: str) -> tuple[Photo, Path]:
+    """The row a URL path names and its file's real path, checked to be a file inside the library's root."""
+    key, photo = row_of(library, path)
     try:
         real = (library.root / os.fsdecode(key)).resolve(strict=True)  # the file's own bytes, not the display text
     except FileNotFoundError:

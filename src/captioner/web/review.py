@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from captioner.library.store import LibraryError, Photo
 from captioner.web.errors import ApiError
-from captioner.web.library import ERRORS, LibraryPhoto, Served, addressable, finite, library_key, photo_record
+from captioner.web.library import ERRORS, LibraryPhoto, Served, addressable, finite, library_key, photo_record, row_of
 from captioner.web.page import STATIC
 from captioner.web.schemas import ErrorBody
 
@@ -163,12 +163,7 @@ def review_queue(
             responses={code: ERRORS[code] for code in (400, 404, 503)})
 def review_one(library: Served, path: str) -> dict[str, Any]:
     """One photo's caption, alternatives and review state."""
-    key = library_key(path)
-    with library.reading() as opened:
-        photo = opened.get(key)
-    if photo is None:
-        raise ApiError(404, f"{path}: not in the library")
-    return review_record(photo)
+    return review_record(row_of(library, path)[1])
 
 
 @router.post("/api/library/review/{path:path}", response_model=ReviewPhoto, responses=WRITE_ERRORS)
