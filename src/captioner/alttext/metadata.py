@@ -497,8 +497,8 @@ def _pixel_digest(path: Path) -> str:
 def _kept(path: Path, person: _Found) -> Outcome:
     """The Outcome for a description a person wrote, which stays unless the caller passes overwrite=True."""
     if person.where == path:
-        return Outcome(path, "kept", f"kept {path}: it has a description captioner did not write; overwrite=True replaces it")
-    message = f"kept: {person.where} has a description captioner did not write, which {path} would hide; overwrite=True writes it"
+        return Outcome(path, "kept", f"kept {path}: it has a description captioner did not write; --overwrite replaces it")
+    message = f"kept: {person.where} has a description captioner did not write, which {path} would hide; --overwrite writes it"
     return Outcome(path, "kept", message)
 
 

@@ -86,8 +86,9 @@ def load_batch(batch: list[Found], input_size: int, load_one: LoadOne | None = N
 
 
 class BatchReader:
-    """The batches' photos read ahead of the model, in order: by `workers` processes (both cores busy: decoding
-    then never waits on the model's hold of the interpreter), or by one thread of this process for workers=0.
+    """The batches' photos read ahead of the model, in order: by `workers` processes, or by one thread of this
+    process for workers=0. On 2 cores the model keeps both busy and the count changes no rate (docs/experiments.md,
+    section 11); processes keep a decoder crash or an out-of-memory kill from taking the job with it.
 
     A worker process that dies (killed for memory, a decoder crash) costs no photo but the one that killed it:
     its batch is read again one photo per fresh process, the photo that kills one again is recorded as failed,
