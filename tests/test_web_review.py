@@ -274,7 +274,8 @@ def test_a_read_only_library_file_is_a_503_and_reads_go_on(client, shelf):
         assert client.get("/api/library/search", params={"q": "zebra"}).status_code == 200
     finally:
         shelf.library_file.chmod(0o644)
-    assert verdict(client, "zebra.jpg", {"accept": "caption"}).json()["review"] == "approved"  # writable again: it saves
+    saved = verdict(client, "zebra.jpg", {"accept": "caption"})
+    assert saved.status_code == 200 and saved.json()["review"] == "approved", saved.text  # writable again: it saves
 
 
 def test_a_library_file_gone_is_a_503_never_a_new_file(client, shelf):

@@ -91,6 +91,7 @@ class ServedLibrary:
         self.thumbnailing = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
         self.cache_warned = False
         self._library: Library | None = None
+        self.write_failed = False
 
     def _connect(self, *, query_only: bool = True) -> Library:
         # mode=rw: a library file deleted since startup is an error, never a new empty file
@@ -125,11 +126,18 @@ class ServedLibrary:
         now and closed after, so a file made read-only or replaced since startup is found out (503, one line), never
         a traceback. SQLite's 30 s busy timeout lets a write wait for a batch of `captioner index` to commit."""
         with self.write_lock:
+            if self.write_failed:
+                # SQLite shares one WAL index per file among a process's connections: one opened while the file was
+                # read-only keeps it read-only for every later one. After a failed write, the reader reopens too.
+                with self.lock:
+                    self._drop()
             library = None
             try:
                 library = self._connect(query_only=False)
                 yield library
+                self.write_failed = False
             except sqlite3.Error as error:
+                self.write_failed = True
                 raise ApiError(503, f"library {self.path.name}: cannot save now ({error})") from None
             finally:
                 if library is not None:
