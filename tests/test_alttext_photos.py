@@ -13,6 +13,7 @@ from PIL import Image
 from captioner.alttext.metadata import sidecar_path
 from captioner.alttext.photos import write_metadata
 from captioner.cli import main
+from captioner.library.export import as_sentence
 from captioner.library.indexer import index
 from captioner.library.store import Library
 
@@ -58,8 +59,8 @@ def test_sidecars_get_the_captions_and_the_photos_stay_untouched(library):
         photo_file = library.file_path(key)
         assert photo_file.read_bytes() == before[photo_file]
         side = sidecar_path(photo_file)
-        assert side.exists() and sidecar_text(side) == photo.caption
-        assert sidecar_text(side, IPTC_CORE, "AltTextAccessibility") == photo.caption
+        assert side.exists() and sidecar_text(side) == as_sentence(photo.caption)  # "A red circle."
+        assert sidecar_text(side, IPTC_CORE, "AltTextAccessibility") == as_sentence(photo.caption)
     again = write_metadata(library, say=lines.append)
     assert again.actions["unchanged"] == 3 and again.actions["written"] == 0
 
@@ -75,7 +76,7 @@ def test_a_doubtful_unreviewed_caption_is_held_back_until_a_person_accepts_it(li
     assert not sidecar_path(photo_file).exists()
     library.set_review(key, "a red ball on a white table", edited=True)
     assert write_metadata(library, say=lines.append).actions["written"] == 1
-    assert sidecar_text(sidecar_path(photo_file)) == "a red ball on a white table"
+    assert sidecar_text(sidecar_path(photo_file)) == "a red ball on a white table"  # a person's words, as written
     assert "edited" in sidecar_path(photo_file).read_text()  # the note says a person wrote it
 
 
@@ -108,7 +109,7 @@ def test_embed_writes_into_the_photo_and_the_next_index_leaves_it_alone(library,
     for key, photo in library.items():
         photo_file = library.file_path(key)
         with Image.open(photo_file) as image:
-            assert image.getexif()[0x010E] == photo.caption  # EXIF ImageDescription, read by Pillow
+            assert image.getexif()[0x010E] == as_sentence(photo.caption)  # EXIF ImageDescription, read by Pillow
         assert photo_file.stat().st_mtime_ns == mtimes[photo_file]
         assert not sidecar_path(photo_file).exists()
     again = index(library, tiny_captioner, progress=False, workers=0)

@@ -212,6 +212,7 @@ def test_real_photos_indexed_searched_and_their_alt_text_written(pipeline, flick
     import numpy as np
     from PIL import Image
 
+    from captioner.library.export import as_sentence
     from captioner.library.store import Library
 
     photos = tmp_path / "photos"
@@ -230,7 +231,7 @@ def test_real_photos_indexed_searched_and_their_alt_text_written(pipeline, flick
     assert code == 0 and "6 written" in err, err
     for name, photo in rows.items():
         with Image.open(photos / name) as image:
-            assert image.getexif()[0x010E].encode("latin-1").decode("utf-8") == photo.caption  # EXIF ImageDescription
+            assert image.getexif()[0x010E].encode("latin-1").decode("utf-8") == as_sentence(photo.caption)  # EXIF ImageDescription
             assert np.array_equal(np.asarray(image), pixels[name])
     code, out, _ = run_cli(["index", str(photos), "--run", str(pipeline["run"]), "--quiet"])
     assert code == 0 and "6 unchanged" in out  # embedding is not a change to recaption

@@ -113,6 +113,9 @@ def _register_namespace() -> None:
 
 
 _register_namespace()
+# Exiv2 warns about quirks of cameras' maker notes it reads past ("Directory NikonPreview has an unexpected next
+# pointer"): not the user's problem. Its errors still come through, as the exceptions that name the file.
+exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.error)
 
 
 def sidecar_path(photo: Path) -> Path:

@@ -38,11 +38,15 @@ class MetadataSummary:
 
 
 def description_of(photo: Photo):
+    """What goes into the photo: the model's caption as a sentence (as the web page and alt-text write it), a
+    person's words as they wrote them."""
     from captioner import __version__
     from captioner.alttext.metadata import Description
+    from captioner.library.export import as_sentence
 
-    return Description(text=photo.caption or "", tool=f"captioner {__version__}", model=photo.run or "",
-                       review=photo.review, confidence=photo.confidence)
+    text = photo.caption or ""
+    return Description(text=text if photo.review == "edited" else as_sentence(text), tool=f"captioner {__version__}",
+                       model=photo.run or "", review=photo.review, confidence=photo.confidence)
 
 
 def _still_as_indexed(path: Path, photo: Photo) -> bool:
