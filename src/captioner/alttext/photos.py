@@ -11,7 +11,7 @@ stays unless --overwrite. A photo that changed since it was indexed is skipped: 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -62,6 +62,7 @@ def write_metadata(library: Library, *, embed: bool = False, dry_run: bool = Fal
     """Write every captioned photo's caption into its sidecar (or, with embed, into the file); `say` gets one line
     per photo that is written, would be, or is held back, and one per failure."""
     from captioner.alttext import metadata
+    from captioner.library.reading import file_sha256
 
     say = say or print
     summary = MetadataSummary()
@@ -85,9 +86,8 @@ def write_metadata(library: Library, *, embed: bool = False, dry_run: bool = Fal
         if outcome.action != "unchanged":
             say(outcome.message)
         if embed and outcome.action == "written":  # the file's bytes changed on purpose: not a photo to recaption
-            data = path.read_bytes()
             info = path.stat()
-            library.update_file(key, size=info.st_size, mtime_ns=info.st_mtime_ns, sha256=hashlib.sha256(data).hexdigest())
+            library.update_file(key, size=info.st_size, mtime_ns=info.st_mtime_ns, sha256=file_sha256(os.fsencode(path)))
     return summary
 
 

@@ -37,8 +37,7 @@ def command_search(args: argparse.Namespace) -> int:
         hits = search(library, args.text, limit=args.limit)
         root = library.root
     if args.json:
-        print(json.dumps([{**hit.photo.to_dict(), "needs_review": hit.photo.needs_review, "file": str(root / hit.photo.path),
-                           "rank": round(hit.rank, 4)} for hit in hits],
+        print(json.dumps([{**hit.photo.record(), "file": str(root / hit.photo.path), "rank": round(hit.rank, 4)} for hit in hits],
                          ensure_ascii=False, indent=2))
     else:
         for hit in hits:

@@ -63,10 +63,6 @@ EXPORTED = [*COLUMNS, "needs_review"]  # every stored field, and whether a perso
 REVIEW_WORDS = {"approved": "Approved by a person.", "edited": "Written by a person."}
 
 
-def _record(photo: Photo) -> dict[str, Any]:
-    return {**photo.to_dict(), "needs_review": photo.needs_review}
-
-
 def export_csv(library: Library, out: Path) -> int:
     """Every photo as one CSV row under a header of the field names."""
     def rows(stream: IO[str]) -> int:
@@ -74,7 +70,7 @@ def export_csv(library: Library, out: Path) -> int:
         writer.writerow(EXPORTED)
         count = 0
         for photo in library.photos():
-            values = _record(photo)
+            values = photo.record()
             writer.writerow([_csv_cell(values[name]) for name in EXPORTED])
             count += 1
         return count
@@ -83,11 +79,11 @@ def export_csv(library: Library, out: Path) -> int:
 
 
 def export_jsonl(library: Library, out: Path) -> int:
-    """Every photo as one JSON object per line (JSON Lines): Photo.to_dict()'s fields and needs_review."""
+    """Every photo as one JSON object per line (JSON Lines): Photo.record()."""
     def rows(stream: IO[str]) -> int:
         count = 0
         for photo in library.photos():
-            stream.write(json.dumps(_record(photo), ensure_ascii=False) + "\n")
+            stream.write(json.dumps(photo.record(), ensure_ascii=False) + "\n")
             count += 1
         return count
 

@@ -181,7 +181,7 @@ def index(library: Library, captioner: Captioner | str | Path, *, batch_size: in
             captioner = Captioner.load(run_dir)
         bar = tqdm(total=len(pending), unit="photo", desc="index", disable=not progress, smoothing=0.1)
         batches = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
-        spec = captioner.encoder.spec if pending else None
+        spec = captioner.encoder.spec if pending else None  # no run is loaded when nothing needs captioning
         for loaded in BatchReader(batches, spec.input_size if spec else 0, workers=workers, warn=warn):
             good = [item for item in loaded if item.pixels is not None]
             captions: dict[int, Caption] = {}

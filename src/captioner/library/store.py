@@ -94,6 +94,10 @@ class Photo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def record(self) -> dict[str, Any]:
+        """What exports and `search --json` give: every stored field, and whether a person should check the caption."""
+        return {**self.to_dict(), "needs_review": self.needs_review}
+
     @property
     def reviewed(self) -> bool:
         """A person accepted or wrote the caption: never replaced by the model's."""
