@@ -451,6 +451,8 @@ def test_the_review_page_by_keyboard_in_a_real_browser(tiny_captioner, shelf, tm
             # a search result's own review link opens that photo first, then the photos that need review
             page.goto(f"{url}/library?q=zebra")
             result = page.locator("#library-results > li").first
+            # wait for the result itself: a locator that matches nothing yet also counts as hidden
+            expect(result.locator("a.review-photo-link")).to_be_visible()
             expect(result.locator(".review-mark")).to_be_hidden()  # the model's, not doubtful: nothing to flag
             focus_by_keyboard(page, "#library-results a.review-photo-link")
             page.keyboard.press("Enter")
