@@ -13,12 +13,14 @@ RUN ?= runs/default
 setup: $(VENV)/.installed
 
 # every package at the exact version in requirements.lock (torch included: pip takes it from the machine's wheel
-# cache where there is one), then the project itself without dependencies
-$(VENV)/.installed: requirements.lock pyproject.toml
+# cache where there is one), the person detector's from requirements-nodeps.lock (see there), then the project
+# itself without dependencies
+$(VENV)/.installed: requirements.lock requirements-nodeps.lock pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
 	$(BIN)/pip install --quiet --requirement requirements.lock
+	$(BIN)/pip install --quiet --no-deps --requirement requirements-nodeps.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@
 

@@ -32,9 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def caption_signals(photo: DevPhoto, captioner: Captioner) -> tuple[str, dict[str, float]]:
-    choice = choose(photo.candidates, photo.recognition, photo.familiarity, captioner.grounding)
+    recognition = photo.grounded_recognition(captioner.grounding)
+    choice = choose(photo.candidates, recognition, photo.familiarity, captioner.grounding)
     words = choice.text.split()
-    return choice.text, signals(words, photo.recognition, photo.familiarity, is_fallback=choice.index is None,
+    return choice.text, signals(words, recognition, photo.familiarity, is_fallback=choice.index is None,
                                 person_evidence=captioner.grounding.person_evidence)
 
 

@@ -5,13 +5,14 @@
 The run decodes each dev photo once (its own decode settings, every beam candidate kept; cached in
 data/tune-cache); each setting then only re-chooses among those candidates, so a sweep of hundreds of
 settings takes a minute. Printed per setting:
-the real photos' dev-half subject accuracy and invented-person and invented-animal rates, and Flickr8k dev
+the real photos' dev-half subject accuracy, invented-person and invented-animal rates and CIDEr, and Flickr8k dev
 BLEU-4 and CIDEr (fast scores: no Java, plain words) on its first --flickr-images photos, beside the ungrounded
 captions' figures. The test halves are not read.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -21,9 +22,10 @@ from pathlib import Path
 from eval_real_photos import photo_files
 from real_photos.scoring import load_photos, score_photo, summarise
 
+from captioner import people
 from captioner.data.flickr import load_prepared
 from captioner.data.images import load_image
-from captioner.grounded import GroundingSettings, choose
+from captioner.grounded import GroundingSettings, choose, needs_people
 from captioner.grounding import Recognition
 from captioner.inference import Captioner
 from captioner.io import atomic_write_text
@@ -38,6 +40,13 @@ class DevPhoto:
     candidates: list[list[str]]  # the decoder's candidates, tokenised, in ranking order
     recognition: Recognition
     familiarity: float | None
+    people: bool | None = None  # the person detector's answer (captioner.people), used where the product asks it
+
+    def grounded_recognition(self, settings: GroundingSettings) -> Recognition:
+        """The recognition as the product's grounding sees it: with the detector's answer where it asks."""
+        if self.people is not None and needs_people(self.candidates, self.recognition, self.familiarity, settings):
+            return dataclasses.replace(self.recognition, people_seen=self.people)
+        return self.recognition
 
 
 def decode_candidates(captioner: Captioner, images: list, *, batch: int = 25) -> list[DevPhoto]:
@@ -59,51 +68,64 @@ def decode_candidates(captioner: Captioner, images: list, *, batch: int = 25) ->
 def dev_sets(captioner: Captioner, flickr_images: int):
     """The real photos' dev half (records, decoded) and Flickr8k dev's first images (references, decoded).
 
-    The decoded candidates are kept in data/tune-cache, keyed by the run's weights and decode settings, so the
-    sweeps and benchmarks/fit_confidence.py decode each dev photo once."""
+    The decoded candidates (and the person detector's answers) are kept in data/tune-cache, one file per set,
+    keyed by the run's weights and decode settings and by the photos, so the sweeps and
+    benchmarks/fit_confidence.py decode each dev photo once."""
     real = load_photos(split="dev")
     images_dir, splits, _ = load_prepared(captioner.config.data.prepared_dir)
     names = sorted(splits["dev"])[:flickr_images]
     references = {name: [" ".join(words) for words in splits["dev"][name]] for name in names}
+    flickr_decoded = _decoded(captioner, "flickr", names, [images_dir / name for name in names])
+    real_decoded = _decoded(captioner, "real", [photo["id"] for photo in real], photo_files(real))
+    return real, real_decoded, references, flickr_decoded
+
+
+def _decoded(captioner: Captioner, part: str, keys: list[str], paths: list[Path]) -> list[DevPhoto]:
     weights = captioner.run_dir / "model.safetensors"
     key = hashlib.sha256(json.dumps([weights.stat().st_size, weights.stat().st_mtime_ns, str(captioner.run_dir.resolve()),
-                                     vars(captioner.config.decode), flickr_images]).encode()).hexdigest()[:16]
-    cache = CACHE_DIR / f"{captioner.run_dir.name}-{key}.json"
+                                     vars(captioner.config.decode), keys]).encode()).hexdigest()[:16]
+    cache = CACHE_DIR / f"{captioner.run_dir.name}-{part}-{key}.json"
     if cache.is_file():
-        stored = json.loads(cache.read_text())
-        return real, [_photo(item) for item in stored["real"]], references, [_photo(item) for item in stored["flickr"]]
-    real_images = [(photo["id"], load_image(path)) for photo, path in zip(real, photo_files(real), strict=True)]
-    real_decoded = decode_candidates(captioner, real_images)
-    flickr_decoded = decode_candidates(captioner, [(name, images_dir / name) for name in names])
+        return [_photo(item) for item in json.loads(cache.read_text())]
+    # the real photos are decoded from memory, Flickr8k's from their paths (as captioner.caption reads them)
+    images = [(name, load_image(path) if part == "real" else path) for name, path in zip(keys, paths, strict=True)]
+    decoded = decode_candidates(captioner, images)
+    detector = people.detector()
+    if detector is None:
+        raise SystemExit("error: the person detector (mediapipe) is not installed; `make setup` installs it")
+    for photo, path in zip(decoded, paths, strict=True):
+        photo.people = detector.seen(load_image(path, draft=people.DETECTION_SIDE))
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cache, json.dumps({"real": [_record(photo) for photo in real_decoded],
-                                         "flickr": [_record(photo) for photo in flickr_decoded]}))
-    return real, real_decoded, references, flickr_decoded
+    atomic_write_text(cache, json.dumps([_record(photo) for photo in decoded]))
+    return decoded
 
 
 def _record(photo: DevPhoto) -> dict:
     recognition = photo.recognition
     return {"key": photo.key, "candidates": photo.candidates, "familiarity": photo.familiarity,
-            "words": recognition.words, "classes": recognition.classes, "kinds": recognition.kinds}
+            "words": recognition.words, "classes": recognition.classes, "kinds": recognition.kinds, "people": photo.people}
 
 
 def _photo(item: dict) -> DevPhoto:
     recognition = Recognition(words=item["words"], classes=[tuple(entry) for entry in item["classes"]], kinds=item["kinds"])
-    return DevPhoto(item["key"], item["candidates"], recognition, item["familiarity"])
+    return DevPhoto(item["key"], item["candidates"], recognition, item["familiarity"], item.get("people"))
 
 
 def chosen(decoded: list[DevPhoto], settings: GroundingSettings | None) -> list[str]:
     if settings is None:
         return [" ".join(photo.candidates[0]) for photo in decoded]
-    return [choose(photo.candidates, photo.recognition, photo.familiarity, settings).text for photo in decoded]
+    return [choose(photo.candidates, photo.grounded_recognition(settings), photo.familiarity, settings).text for photo in decoded]
 
 
 def report(real, real_decoded, references, flickr_decoded, settings: GroundingSettings | None) -> dict:
-    summary = summarise(real, [score_photo(photo, text) for photo, text in zip(real, chosen(real_decoded, settings), strict=True)])
+    real_texts = chosen(real_decoded, settings)
+    summary = summarise(real, [score_photo(photo, text) for photo, text in zip(real, real_texts, strict=True)])
+    real_scores = fast_scores({photo["id"]: photo["references"] for photo in real},
+                              {photo["id"]: text for photo, text in zip(real, real_texts, strict=True)})
     scores = fast_scores(references, dict(zip(references, chosen(flickr_decoded, settings), strict=True)))
     return {"settings": None if settings is None else vars(settings),
             "real_dev_subject_accuracy": summary["subject_accuracy"], "real_dev_invented_person_rate": summary["invented_person_rate"],
-            "real_dev_invented_animal_rate": summary["invented_animal_rate"],
+            "real_dev_invented_animal_rate": summary["invented_animal_rate"], "real_dev_CIDEr": round(real_scores["CIDEr"], 4),
             "flickr_dev_BLEU-4": round(scores["BLEU-4"], 4), "flickr_dev_CIDEr": round(scores["CIDEr"], 4)}
 
 
@@ -119,14 +141,16 @@ def main() -> None:
     parser.add_argument("--subject", type=floats, default=floats("0.35,0.45,0.55,0.65"))
     parser.add_argument("--support", type=floats, default=floats("0.05,0.1,0.2"))
     parser.add_argument("--person-evidence", type=floats, default=floats("0.03,0.05,0.1"))
+    parser.add_argument("--named", type=floats, default=floats("0.45,0.6"), help="0.45 (= --subject): the most specific sure word")
     args = parser.parse_args()
     captioner = Captioner.load(args.run)
     if captioner.recogniser is None:
         raise SystemExit(f"error: {args.run}'s encoder has no ImageNet head or no grounding entry in grounding.json")
     sets = dev_sets(captioner, args.flickr_images)
     print(json.dumps(report(*sets, None)), flush=True)
-    for familiar, subject, support, evidence in itertools.product(args.familiar, args.subject, args.support, args.person_evidence):
-        settings = GroundingSettings(familiar=familiar, subject=subject, support=support, person_evidence=evidence)
+    for familiar, subject, support, evidence, named in itertools.product(
+            args.familiar, args.subject, args.support, args.person_evidence, args.named):
+        settings = GroundingSettings(familiar=familiar, subject=subject, support=support, person_evidence=evidence, named=named)
         print(json.dumps(report(*sets, settings)), flush=True)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -18,7 +19,7 @@ from captioner.grounded import (
 )
 from captioner.grounding import Recognition
 
-SETTINGS = GroundingSettings(familiar=0.6, subject=0.45, support=0.1, person_evidence=0.05)
+SETTINGS = GroundingSettings(familiar=0.6, subject=0.45, support=0.1, person_evidence=0.05, named=0.6)
 
 
 def seen(words: dict[str, float], *, person: float = 0.0, animal: float = 0.0) -> Recognition:
@@ -26,16 +27,27 @@ def seen(words: dict[str, float], *, person: float = 0.0, animal: float = 0.0) -
     return Recognition(words=ordered, classes=[], kinds={"person-evidence": person, "animal": animal})
 
 
-CAT = seen({"animal": 0.66, "cat": 0.5, "dog": 0.04}, animal=0.66)
+CAT = seen({"animal": 0.7, "cat": 0.62, "dog": 0.04}, animal=0.7)
 NOTHING = seen({"animal": 0.2, "toy": 0.13, "pinwheel": 0.13}, animal=0.2)
 
 
 def test_the_most_specific_sure_word_is_the_subject_and_worn_clothing_never_is():
-    assert recognised_subject(CAT, SETTINGS) == ("cat", 0.5)  # cat covers 7 classes, animal hundreds
+    assert recognised_subject(CAT, SETTINGS) == ("cat", 0.62)  # cat covers 7 classes, animal hundreds
     assert recognised_subject(seen({"animal": 0.76, "dog": 0.32}), SETTINGS) == ("animal", 0.76)
     assert recognised_subject(NOTHING, SETTINGS) is None
     # "jersey" and "swimsuit" are evidence of a person, not what the photo is of
     assert recognised_subject(seen({"jersey": 0.9}, person=0.9), SETTINGS) is None
+
+
+def test_a_sure_subject_is_named_by_its_most_specific_likely_word():
+    unsure_cat = seen({"animal": 0.69, "cat": 0.53})
+    assert recognised_subject(unsure_cat, SETTINGS) == ("animal", 0.69)  # cat is sure (0.45) but not likely (0.6)
+    assert recognised_subject(unsure_cat, replace(SETTINGS, named=0.45)) == ("cat", 0.53)
+    citrus = seen({"fruit": 0.87, "orange": 0.58, "lemon": 0.28})
+    assert recognised_subject(citrus, SETTINGS) == ("fruit", 0.87)
+    assert fallback_caption(["a man is standing in front of a wall".split()], citrus, SETTINGS) == "a photo of fruit"
+    both_sure = seen({"plant": 0.53, "flower": 0.5, "daisy": 0.5})  # nothing likely: the most specific sure word
+    assert recognised_subject(both_sure, SETTINGS) == ("daisy", 0.5)
 
 
 def test_a_dog_caption_on_an_unfamiliar_cat_photo_conflicts_and_a_cat_caption_does_not():
@@ -47,7 +59,7 @@ def test_a_dog_caption_on_an_unfamiliar_cat_photo_conflicts_and_a_cat_caption_do
 
 def test_persons_are_trusted_on_familiar_photos_and_where_the_classifier_sees_clothing():
     man = "a man is standing in front of a snowy mountain".split()
-    assert conflicts(man, NOTHING, 0.5, SETTINGS) == ["names a person the classifier sees no sign of"]
+    assert conflicts(man, NOTHING, 0.5, SETTINGS) == ["names a person the classifier and the person detector see no sign of"]
     assert conflicts(man, NOTHING, 0.7, SETTINGS) == []  # a Flickr8k-like photo: the decoder's home ground
     assert conflicts(man, seen({"clothing": 0.3}, person=0.3), 0.5, SETTINGS) == []
     assert conflicts(man, NOTHING, None, SETTINGS)  # no caption memory: nothing is familiar
@@ -126,7 +138,7 @@ def test_a_run_may_carry_its_own_calibration_and_a_broken_one_is_a_clear_error(t
 
 def test_signals_read_the_final_caption():
     values = signals("a photo of a cat".split(), CAT, 0.46, is_fallback=True)
-    assert values == {"familiarity": 0.46, "support": 0.5, "fallback": 1.0, "says_nothing": 0.0, "unsupported_person": 0.0,
+    assert values == {"familiarity": 0.46, "support": 0.62, "fallback": 1.0, "says_nothing": 0.0, "unsupported_person": 0.0,
                       "backed_person": 0.0}
     values = signals("a man is sitting on a wall".split(), CAT, None, is_fallback=False)
     assert values == {"familiarity": 0.0, "support": 0.0, "fallback": 0.0, "says_nothing": 0.0, "unsupported_person": 1.0,

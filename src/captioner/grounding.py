@@ -30,6 +30,7 @@ class Recognition:
     words: dict[str, float]  # caption word -> probability, most probable first
     classes: list[tuple[str, float]]  # the most probable ImageNet classes, most probable first
     kinds: dict[str, float]  # animal, food, plant, vehicle, structure, landscape, object, person-evidence -> probability
+    people_seen: bool | None = None  # what the person detector (captioner.people) found; None: not asked
 
     @property
     def person_evidence(self) -> float:
@@ -42,7 +43,7 @@ class Recognition:
         return {"words": [{"word": word, "probability": round(probability, 4)}
                           for word, probability in list(self.words.items())[:words]],
                 "classes": [{"class": name, "probability": round(probability, 4)} for name, probability in self.classes],
-                "person_evidence": round(self.person_evidence, 4)}
+                "person_evidence": round(self.person_evidence, 4), "people_seen": self.people_seen}
 
 
 @lru_cache(maxsize=1)

@@ -4,14 +4,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from captioner import people
 from captioner.checkpoint import load_run
 from captioner.confidence import DOUBTFUL_BELOW
 from captioner.config import DecodeConfig
@@ -19,8 +21,8 @@ from captioner.data.images import ImageInput, describe, load_image
 from captioner.decoding import EnsembleDecoder, FlipEnsembleDecoder, Hypothesis, beam_search
 from captioner.encoders import Encoder, mirror_pixels
 from captioner.errors import CaptionerError, ImageError
-from captioner.grounded import calibration, choose, signals
-from captioner.grounding import Recogniser
+from captioner.grounded import calibration, choose, needs_people, signals
+from captioner.grounding import Recogniser, Recognition
 from captioner.reranking import MEMORY_FILE, CaptionMemory
 
 log = logging.getLogger(__name__)
@@ -134,14 +136,17 @@ class Captioner:
     def decode(self, grid: torch.Tensor, mirrored: torch.Tensor | None = None, *, beam_size: int | None = None,
                n_best: int = 1, length_penalty: float | None = None, max_length: int | None = None,
                rerank_neighbours: int | None = None, rerank_weight: float | None = None,
-               flip_ensemble: bool | None = None, grounding: bool | None = None, fallback: bool | None = None) -> list[Caption]:
+               flip_ensemble: bool | None = None, grounding: bool | None = None, fallback: bool | None = None,
+               photos: Callable[[int], Image.Image] | None = None) -> list[Caption]:
         """Grid features (and the mirrored photos' grid, which flip_ensemble needs) -> the best caption per image,
         with the other n-best as `alternatives`.
 
         Unset options take the run's decode settings; with rerank_neighbours > 0 every beam candidate is
         reranked by consensus with the nearest training photos' captions before the n-best are taken; with
         grounding (captioner.grounded) the first candidate that agrees with the encoder's classifier leads, or the
-        fallback caption when none does, and the best caption gets its confidence.
+        fallback caption when none does, and the best caption gets its confidence. `photos(i)` gives the batch's
+        i-th photo for the person detector (captioner.people), asked only where it decides; without it, or
+        without the detector, grounding reads clothing alone.
         """
         settings = self.decode_settings(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length,
                                         rerank_neighbours=rerank_neighbours, rerank_weight=rerank_weight,
@@ -162,8 +167,11 @@ class Captioner:
         recognitions = self.recogniser.recognise(grid, mirrored if settings.flip_ensemble else None)
         familiarities = self.familiarity(grid)
         captions = []
-        for converted, recognition, familiarity in zip(candidates, recognitions, familiarities, strict=True):
-            choice = choose([caption.tokens for caption in converted], recognition, familiarity, self.grounding,
+        for index, (converted, recognition, familiarity) in enumerate(zip(candidates, recognitions, familiarities, strict=True)):
+            tokens = [caption.tokens for caption in converted]
+            if photos is not None and needs_people(tokens, recognition, familiarity, self.grounding):
+                recognition = self._with_people(recognition, photos, index)
+            choice = choose(tokens, recognition, familiarity, self.grounding,
                             fallback=settings.fallback)
             if choice.index is None:
                 words = choice.text.split()
@@ -180,6 +188,23 @@ class Captioner:
                                                                 person_evidence=self.grounding.person_evidence))
             captions.append(self._with_alternatives(best, others))
         return captions
+
+    @staticmethod
+    def _with_people(recognition: Recognition, photos: Callable[[int], Image.Image], index: int) -> Recognition:
+        found = people.detector()
+        if found is None:
+            return recognition
+        try:
+            photo = photos(index)
+        except (ImageError, OSError) as error:  # the photo went away after it was encoded: judge without it
+            log.warning("person detector skipped: %s", error)
+            return recognition
+        try:
+            seen = found.seen(photo)
+        except Exception as error:  # a detector failure costs this photo the detector's answer, not the batch
+            log.warning("person detector failed: %s: %s", type(error).__name__, error)
+            return recognition
+        return dataclasses.replace(recognition, people_seen=seen)
 
     @staticmethod
     def _with_alternatives(best: Caption, others: list[Caption]) -> Caption:
@@ -246,6 +271,7 @@ class Captioner:
                     results[position] = ImageError(f"{describe(images[position])}: {type(error).__name__}: {error}")
             if pixels:
                 views = self.encode_pixels(torch.stack(pixels), flip_ensemble=options.get("flip_ensemble"))
-                for position, caption in zip(positions, self.decode(*views, **options), strict=True):
+                captions = self.decode(*views, photos=people.reader([images[position] for position in positions]), **options)
+                for position, caption in zip(positions, captions, strict=True):
                     results[position] = caption
         return results

@@ -89,7 +89,7 @@ async def caption_upload(state: ServerState, upload: UploadFile, options: Decode
         # the loader names bytes by their length; the client knows the file by its name
         raise ApiError(400, str(error).replace(describe(data), filename, 1)) from None
     read_ms = (time.perf_counter() - began) * 1000
-    result: BatchResult = await state.batcher.submit(pixels, options)
+    result: BatchResult = await state.batcher.submit(pixels, options, photo=data)
     caption = result.caption
     return {
         "filename": filename,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from captioner import people
 from captioner.inference import Caption, Captioner
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class BatchResult:
 class _Job:
     pixels: torch.Tensor  # (3, size, size)
     options: DecodeOptions
+    photo: bytes | None = None  # the upload, read again only if the person detector is asked about it
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     submitted: float = field(default_factory=time.perf_counter)
 
@@ -108,11 +110,12 @@ class MicroBatcher:
             with self._condition:
                 self._admitted -= count
 
-    def submit(self, pixels: torch.Tensor, options: DecodeOptions) -> asyncio.Future:
-        """Queue one preprocessed image; await the result. Cancelling the future drops the job."""
+    def submit(self, pixels: torch.Tensor, options: DecodeOptions, photo: bytes | None = None) -> asyncio.Future:
+        """Queue one preprocessed image (and the photo's bytes, for the person detector); await the result.
+        Cancelling the future drops the job."""
         if self._thread is None:
             self.start()  # an app used without its startup event (e.g. a bare test client) still works
-        job = _Job(pixels, options)
+        job = _Job(pixels, options, photo)
         with self._condition:
             if self._stopping:
                 raise Overloaded("server is shutting down")
@@ -165,7 +168,8 @@ class MicroBatcher:
         for options, indices in groups.items():
             decode_started = time.perf_counter()
             captions = self.captioner.decode(grid[indices], None if mirrored is None else mirrored[indices],
-                                             beam_size=options.beam_size, n_best=options.n_best)
+                                             beam_size=options.beam_size, n_best=options.n_best,
+                                             photos=people.reader([jobs[index].photo for index in indices]))
             decode_ms = (time.perf_counter() - decode_started) * 1000
             for index, caption in zip(indices, captions, strict=True):
                 job = jobs[index]
