@@ -97,7 +97,7 @@ def review_threshold(scored: dict[str, tuple[list[float], list[bool]]]) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
-    parser.add_argument("--flickr-images", type=int, default=300)
+    parser.add_argument("--flickr-images", type=int, default=1000)
     parser.add_argument("--write", action="store_true", help="store the fitted model in src/captioner/grounding.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "confidence-reliability.png")
     args = parser.parse_args()

@@ -136,21 +136,19 @@ def floats(text: str) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
-    parser.add_argument("--flickr-images", type=int, default=300)
+    parser.add_argument("--flickr-images", type=int, default=1000)
     parser.add_argument("--familiar", type=floats, default=floats("0.55,0.6,0.62,0.65,0.7,2"), help="2: every photo unfamiliar")
     parser.add_argument("--subject", type=floats, default=floats("0.35,0.45,0.55,0.65"))
     parser.add_argument("--support", type=floats, default=floats("0.05,0.1,0.2"))
     parser.add_argument("--person-evidence", type=floats, default=floats("0.03,0.05,0.1"))
-    parser.add_argument("--named", type=floats, default=floats("0.45,0.6"), help="0.45 (= --subject): the most specific sure word")
     args = parser.parse_args()
     captioner = Captioner.load(args.run)
     if captioner.recogniser is None:
         raise SystemExit(f"error: {args.run}'s encoder has no ImageNet head or no grounding entry in grounding.json")
     sets = dev_sets(captioner, args.flickr_images)
     print(json.dumps(report(*sets, None)), flush=True)
-    for familiar, subject, support, evidence, named in itertools.product(
-            args.familiar, args.subject, args.support, args.person_evidence, args.named):
-        settings = GroundingSettings(familiar=familiar, subject=subject, support=support, person_evidence=evidence, named=named)
+    for familiar, subject, support, evidence in itertools.product(args.familiar, args.subject, args.support, args.person_evidence):
+        settings = GroundingSettings(familiar=familiar, subject=subject, support=support, person_evidence=evidence)
         print(json.dumps(report(*sets, settings)), flush=True)
 
 

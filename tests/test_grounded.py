@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 
@@ -19,7 +18,7 @@ from captioner.grounded import (
 )
 from captioner.grounding import Recognition
 
-SETTINGS = GroundingSettings(familiar=0.6, subject=0.45, support=0.1, person_evidence=0.05, named=0.6)
+SETTINGS = GroundingSettings(familiar=0.6, subject=0.45, support=0.1, person_evidence=0.05)
 
 
 def seen(words: dict[str, float], *, person: float = 0.0, animal: float = 0.0) -> Recognition:
@@ -37,17 +36,6 @@ def test_the_most_specific_sure_word_is_the_subject_and_worn_clothing_never_is()
     assert recognised_subject(NOTHING, SETTINGS) is None
     # "jersey" and "swimsuit" are evidence of a person, not what the photo is of
     assert recognised_subject(seen({"jersey": 0.9}, person=0.9), SETTINGS) is None
-
-
-def test_a_sure_subject_is_named_by_its_most_specific_likely_word():
-    unsure_cat = seen({"animal": 0.69, "cat": 0.53})
-    assert recognised_subject(unsure_cat, SETTINGS) == ("animal", 0.69)  # cat is sure (0.45) but not likely (0.6)
-    assert recognised_subject(unsure_cat, replace(SETTINGS, named=0.45)) == ("cat", 0.53)
-    citrus = seen({"fruit": 0.87, "orange": 0.58, "lemon": 0.28})
-    assert recognised_subject(citrus, SETTINGS) == ("fruit", 0.87)
-    assert fallback_caption(["a man is standing in front of a wall".split()], citrus, SETTINGS) == "a photo of fruit"
-    both_sure = seen({"plant": 0.53, "flower": 0.5, "daisy": 0.5})  # nothing likely: the most specific sure word
-    assert recognised_subject(both_sure, SETTINGS) == ("daisy", 0.5)
 
 
 def test_a_dog_caption_on_an_unfamiliar_cat_photo_conflicts_and_a_cat_caption_does_not():

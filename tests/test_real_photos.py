@@ -102,11 +102,13 @@ def test_the_photo_list_is_well_formed():
     assert len(photos) >= 60
     assert scoring.problems(photos) == []
     splits = Counter(photo["split"] for photo in photos)
-    assert abs(splits["dev"] - splits["test"]) <= 2
+    assert splits["test"] >= 40 and splits["dev"] >= splits["test"]
+    # the first 80 alternate within each category; the later ones were all added to dev, the test half kept as it was
+    first = Counter((photo["category"], photo["split"]) for photo in photos[:80])
     for category in scoring.CATEGORIES:
         counts = Counter(photo["split"] for photo in photos if photo["category"] == category)
         assert counts["dev"] >= 1 and counts["test"] >= 1, f"{category} must be in both splits: {dict(counts)}"
-        assert abs(counts["dev"] - counts["test"]) <= 1, f"{category} is not balanced: {dict(counts)}"
+        assert abs(first[category, "dev"] - first[category, "test"]) <= 1, f"{category} is not balanced: {dict(counts)}"
     assert len(scoring.load_photos(split="dev")) == splits["dev"]
     assert sum(not photo["person"] for photo in photos) >= 40  # enough photos to measure invented persons on
     forbidden = ("scikit-image", "skimage", "scikit-learn", "sklearn", "matplotlib", "mahotas", "opencv", "lomiri", "mate-")

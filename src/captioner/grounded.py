@@ -58,9 +58,6 @@ class GroundingSettings:
     subject: float  # a recognised word at least this probable is the photo's subject
     support: float = 0.1  # a caption word the classifier gives at least this probability agrees with it
     person_evidence: float = 0.05  # less person evidence than this on an unfamiliar photo: no person in it
-    # a sure subject is called by its most specific word at least this probable ("fruit" at 0.87 before "orange" at
-    # 0.58), else by its most specific sure word: a vaguer word that is true beats a precise one that may not be
-    named: float = 0.6
 
 
 @lru_cache(maxsize=8)
@@ -175,16 +172,14 @@ def names_animal(words: list[str]) -> bool:
 
 
 def recognised_subject(recognition: Recognition, settings: GroundingSettings) -> tuple[str, float] | None:
-    """What the classifier is sure the photo shows (a word at least `subject` probable, not counting what people
-    wear), by the most specific word that is at least `named` probable, else the most specific sure word: "cat" at
-    0.7 before "animal" at 0.8, "animal" at 0.69 before "cat" at 0.53. None when it is sure of nothing."""
+    """The most specific word the classifier is sure of (at least `subject` probable), not counting what people
+    wear: "cat" before "animal". None when it is sure of nothing."""
     _, count, worn = _word_tables()
     sure = [(word, probability) for word, probability in recognition.words.items()
             if probability >= settings.subject and word not in worn]
     if not sure:
         return None
-    likely = [(word, probability) for word, probability in sure if probability >= settings.named]
-    return min(likely or sure, key=lambda item: (count.get(item[0], 1), -item[1]))
+    return min(sure, key=lambda item: (count.get(item[0], 1), -item[1]))
 
 
 def support(words: list[str], recognition: Recognition) -> float:
