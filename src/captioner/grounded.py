@@ -200,7 +200,7 @@ def conflicts(words: list[str], recognition: Recognition, familiarity: float | N
     subject = recognised_subject(recognition, settings)
     # a person with evidence (clothing, the detector), or one on a familiar photo, need not name the recognised thing:
     # "a man plays a guitar" beside "bassoon", "a man is skiing" beside "ski" (requiring it cost Flickr8k dev 1 CIDEr
-    # point; requiring evidence of such a person where the thing is 0.6 probable, 0.6: docs/experiments.md, section 12)
+    # point; requiring the detector's evidence where the thing is 0.6 probable, 0.6: docs/experiments.md, section 12)
     trusted_person = person and not found  # found: the person conflict above, or an animal nobody sees
     if subject is not None and not trusted_person and support(words, recognition) < settings.support:
         found.append(f"misses the recognised {subject[0]}")
