@@ -193,7 +193,8 @@ def conflicts(words: list[str], recognition: Recognition, familiarity: float | N
     unfamiliar = familiarity is None or familiarity < settings.familiar
     person = names_person(words)
     if person and unfamiliar and not person_backed(recognition, settings.person_evidence):
-        found.append("names a person the classifier and the person detector see no sign of")
+        who = "the classifier and the person detector see" if recognition.people_seen is not None else "the classifier sees"
+        found.append(f"names a person {who} no sign of")
     unseen = [word for word in named_animals(words) if recognition.words.get(word, 0.0) < settings.support]
     if unfamiliar and unseen:
         found.append(f"names a {unseen[0]} the classifier does not see")
