@@ -3,7 +3,8 @@
 Grounding (captioner.grounded) distrusts a caption that names a person on a photo unlike the training photos
 when the ImageNet classifier sees no clothing as worn. Flickr8k is full of people in T-shirts and wetsuits that
 no ImageNet class names, and those captions fell back to "a photo of a wall". These detectors see the person
-instead. They run only for such a caption (a few photos in a hundred), on the photo at 640 pixels at most.
+instead. They run only for such a caption (4 Flickr8k photos in 100, about half of the photos unlike them), on
+the photo at 640 pixels at most.
 
 The models are the ones the mediapipe wheel ships (0.10.21, the last release with its legacy "solutions"; no
 download): BlazeFace full range and BlazePose. Thresholds chosen on the dev halves (docs/experiments.md,
