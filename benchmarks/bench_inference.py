@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from captioner import people
-from captioner.data.images import list_images, load_image
+from captioner.data.images import list_images
 from captioner.inference import Captioner
 
 
@@ -64,23 +64,22 @@ def main() -> None:
 
     asked: list[Path] = []  # the photos whose caption asked the person detector (captioner.people)
 
-    def photos(batch: list[Path]):
-        def read(index: int):
-            asked.append(batch[index])
-            return load_image(batch[index], draft=people.DETECTION_SIDE)
-        return read
+    class Noted(list):  # the batch's photos, as decode takes them, noting each one it reads again
+        def __getitem__(self, index):
+            asked.append(super().__getitem__(index))
+            return asked[-1]
 
     encode_times, decode_times, totals = [], [], []
     compared: dict[bool, list[float]] = {True: [], False: []}  # grounding on / off: encode + decode seconds
     for number, path in enumerate(images[: args.repeats]):
         views, encode_seconds = timed(captioner.encode, [path], flip_ensemble=args.flip_ensemble)
-        _, decode_seconds = timed(captioner.decode, *views, photos=photos([path]), **options)
+        _, decode_seconds = timed(captioner.decode, *views, photos=Noted([path]), **options)
         encode_times.append(encode_seconds)
         decode_times.append(decode_seconds)
         totals.append(encode_seconds + decode_seconds)
         if args.compare_grounding:
             for grounding in (True, False) if number % 2 else (False, True):
-                _, seconds = timed(captioner.decode, *views, photos=photos([path]), **{**options, "grounding": grounding})
+                _, seconds = timed(captioner.decode, *views, photos=Noted([path]), **{**options, "grounding": grounding})
                 compared[grounding].append(encode_seconds + seconds)
     if args.compare_grounding:
         on, off = statistics.median(compared[True]), statistics.median(compared[False])
@@ -92,8 +91,8 @@ def main() -> None:
     asked_single = len(set(asked))
     detector = people.detector()
     if detector is not None:  # what one question costs (reading the photo again included), asked or not
-        detector.seen(load_image(images[0]))  # the graphs' first run
-        _, detector_seconds = zip(*(timed(lambda path=path: detector.seen(load_image(path, draft=people.DETECTION_SIDE)))
+        detector.seen(people.read(images[0]))  # the graphs' first run
+        _, detector_seconds = zip(*(timed(lambda path=path: detector.seen(people.read(path)))
                                     for path in images[: args.repeats]), strict=True)
         print(json.dumps({
             "measurement": "person_detector_ms", **settings, "images": len(detector_seconds),
@@ -111,7 +110,7 @@ def main() -> None:
     for start in range(0, len(images) - 15, 16):
         batch = images[start : start + 16]
         views, encode_seconds = timed(captioner.encode, batch, flip_ensemble=args.flip_ensemble)
-        _, decode_seconds = timed(captioner.decode, *views, photos=photos(batch), **options)
+        _, decode_seconds = timed(captioner.decode, *views, photos=Noted(batch), **options)
         batch_encode += encode_seconds
         batch_decode += decode_seconds
         count += len(batch)

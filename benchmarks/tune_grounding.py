@@ -94,7 +94,7 @@ def _decoded(captioner: Captioner, part: str, keys: list[str], paths: list[Path]
     if detector is None:
         raise SystemExit("error: the person detector (mediapipe) is not installed; `make setup` installs it")
     for photo, path in zip(decoded, paths, strict=True):
-        photo.people = detector.seen(load_image(path, draft=people.DETECTION_SIDE))
+        photo.people = detector.seen(people.read(path))
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cache, json.dumps([_record(photo) for photo in decoded]))
     return decoded

@@ -96,10 +96,8 @@ def test_without_the_detector_or_the_photo_a_person_needs_clothing(person_run, c
     captioner = Captioner.load(person_run)
     grid, mirrored = captioner.encode([circle])
 
-    def gone(index: int) -> Image.Image:
-        raise OSError("the photo was deleted")
-
-    [caption] = captioner.decode(grid, mirrored, photos=gone)  # judged without it, never a crash
+    gone = circle.with_name("deleted since.png")  # the photo was deleted after it was encoded
+    [caption] = captioner.decode(grid, mirrored, photos=[gone])  # judged without it, never a crash
     assert caption.source == "fallback" and detector.shown == []
 
     class Broken:
@@ -107,7 +105,7 @@ def test_without_the_detector_or_the_photo_a_person_needs_clothing(person_run, c
             raise RuntimeError("CalculatorGraph::Run() failed")
 
     with_detector(monkeypatch, Broken())
-    [caption] = captioner.decode(grid, mirrored, photos=people.reader([circle]))
+    [caption] = captioner.decode(grid, mirrored, photos=[circle])
     assert caption.source == "fallback"
     with_detector(monkeypatch, detector)
     [caption] = captioner.decode(grid, mirrored)  # no photos given: the same

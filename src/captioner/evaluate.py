@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from captioner import people
 from captioner.checkpoint import read_json
 from captioner.data.flickr import load_prepared
 from captioner.data.images import load_image
@@ -127,7 +126,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", beam_size: int | N
     for start in range(0, len(names), 50):
         batch = names[start : start + 50]
         views = cache.load(batch), (mirrored.load(batch) if mirrored is not None else None)
-        decoded = captioner.decode(*views, photos=people.reader([images_dir / name for name in batch]), **options)
+        decoded = captioner.decode(*views, photos=[images_dir / name for name in batch], **options)
         for name, caption in zip(batch, decoded, strict=True):
             captions[name] = caption
     decode_seconds = time.perf_counter() - started

@@ -143,6 +143,11 @@ def _names(words: list[str], vocabulary: frozenset[str] | set[str]) -> list[str]
     return found
 
 
+def unfamiliar(familiarity: float | None, settings: GroundingSettings) -> bool:
+    """Off the decoder's home ground: less like its nearest training photo than `familiar` (or no caption memory)."""
+    return familiarity is None or familiarity < settings.familiar
+
+
 def person_backed(recognition: Recognition, person_evidence: float) -> bool:
     """Whether the photo shows signs of a person: clothing as worn, or the person detector's find."""
     return recognition.person_evidence >= person_evidence or bool(recognition.people_seen)
@@ -152,8 +157,7 @@ def needs_people(candidates: list[list[str]], recognition: Recognition, familiar
                  settings: GroundingSettings) -> bool:
     """Whether asking the person detector could change the choice: a candidate names a person on an unfamiliar
     photo where the classifier sees no clothing as worn."""
-    unfamiliar = familiarity is None or familiarity < settings.familiar
-    return (unfamiliar and recognition.people_seen is None and recognition.person_evidence < settings.person_evidence
+    return (unfamiliar(familiarity, settings) and recognition.people_seen is None and recognition.person_evidence < settings.person_evidence
             and any(names_person(words) for words in candidates))
 
 
@@ -190,13 +194,13 @@ def support(words: list[str], recognition: Recognition) -> float:
 def conflicts(words: list[str], recognition: Recognition, familiarity: float | None, settings: GroundingSettings) -> list[str]:
     """Why a candidate caption (its words) does not hold up against the photo; empty when it does."""
     found = []
-    unfamiliar = familiarity is None or familiarity < settings.familiar
+    off_home = unfamiliar(familiarity, settings)
     person = names_person(words)
-    if person and unfamiliar and not person_backed(recognition, settings.person_evidence):
+    if person and off_home and not person_backed(recognition, settings.person_evidence):
         who = "the classifier and the person detector see" if recognition.people_seen is not None else "the classifier sees"
         found.append(f"names a person {who} no sign of")
     unseen = [word for word in named_animals(words) if recognition.words.get(word, 0.0) < settings.support]
-    if unfamiliar and unseen:
+    if off_home and unseen:
         found.append(f"names a {unseen[0]} the classifier does not see")
     subject = recognised_subject(recognition, settings)
     # a person with evidence (clothing, the detector), or one on a familiar photo, need not name the recognised thing:

@@ -4,14 +4,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from captioner import people
 from captioner.checkpoint import load_run
@@ -137,16 +136,17 @@ class Captioner:
                n_best: int = 1, length_penalty: float | None = None, max_length: int | None = None,
                rerank_neighbours: int | None = None, rerank_weight: float | None = None,
                flip_ensemble: bool | None = None, grounding: bool | None = None, fallback: bool | None = None,
-               photos: Callable[[int], Image.Image] | None = None) -> list[Caption]:
+               photos: Sequence[ImageInput | None] | None = None) -> list[Caption]:
         """Grid features (and the mirrored photos' grid, which flip_ensemble needs) -> the best caption per image,
         with the other n-best as `alternatives`.
 
         Unset options take the run's decode settings; with rerank_neighbours > 0 every beam candidate is
         reranked by consensus with the nearest training photos' captions before the n-best are taken; with
         grounding (captioner.grounded) the first candidate that agrees with the encoder's classifier leads, or the
-        fallback caption when none does, and the best caption gets its confidence. `photos(i)` gives the batch's
-        i-th photo for the person detector (captioner.people), asked only where it decides; without it, or
-        without the detector, grounding reads clothing alone.
+        fallback caption when none does, and the best caption gets its confidence. `photos` are the batch's photos
+        as the caller has them (paths, bytes, PIL images; None for one not kept): the person detector
+        (captioner.people) reads one again only where its answer decides. Without them, or without the detector,
+        grounding reads clothing alone.
         """
         settings = self.decode_settings(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length,
                                         rerank_neighbours=rerank_neighbours, rerank_weight=rerank_weight,
@@ -170,7 +170,7 @@ class Captioner:
         for index, (converted, recognition, familiarity) in enumerate(zip(candidates, recognitions, familiarities, strict=True)):
             tokens = [caption.tokens for caption in converted]
             if photos is not None and needs_people(tokens, recognition, familiarity, self.grounding):
-                recognition = self._with_people(recognition, photos, index)
+                recognition = self._with_people(recognition, photos[index])
             choice = choose(tokens, recognition, familiarity, self.grounding,
                             fallback=settings.fallback)
             if choice.index is None:
@@ -190,12 +190,12 @@ class Captioner:
         return captions
 
     @staticmethod
-    def _with_people(recognition: Recognition, photos: Callable[[int], Image.Image], index: int) -> Recognition:
+    def _with_people(recognition: Recognition, source: ImageInput | None) -> Recognition:
         found = people.detector()
-        if found is None:
+        if found is None or source is None:
             return recognition
         try:
-            photo = photos(index)
+            photo = people.read(source)
         except (ImageError, OSError) as error:  # the photo went away after it was encoded: judge without it
             log.warning("person detector skipped: %s", error)
             return recognition
@@ -271,7 +271,7 @@ class Captioner:
                     results[position] = ImageError(f"{describe(images[position])}: {type(error).__name__}: {error}")
             if pixels:
                 views = self.encode_pixels(torch.stack(pixels), flip_ensemble=options.get("flip_ensemble"))
-                captions = self.decode(*views, photos=people.reader([images[position] for position in positions]), **options)
+                captions = self.decode(*views, photos=[images[position] for position in positions], **options)
                 for position, caption in zip(positions, captions, strict=True):
                     results[position] = caption
         return results

@@ -18,14 +18,13 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
 from captioner.data.images import ImageInput, load_image
-from captioner.errors import ImageError
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +74,9 @@ def _c_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-def reader(photos: Sequence[ImageInput | None]) -> Callable[[int], Image.Image]:
-    """What `Captioner.decode(photos=...)` takes: the batch's i-th photo, read again (a JPEG at reduced scale) only
-    when the detector is asked about it. A None photo was not kept: asking about it raises ImageError."""
-    def read(index: int) -> Image.Image:
-        photo = photos[index]
-        if photo is None:
-            raise ImageError("the photo was not kept for the person detector")
-        return load_image(photo, draft=DETECTION_SIDE)
-    return read
+def read(photo: ImageInput) -> Image.Image:
+    """A photo as the detector reads it: decoded again, a big JPEG at reduced scale (it is shrunk anyway)."""
+    return load_image(photo, draft=DETECTION_SIDE)
 
 
 @lru_cache(maxsize=1)

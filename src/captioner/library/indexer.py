@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from captioner import people
 from captioner.data.images import IMAGE_SUFFIXES
 from captioner.encoders import normalise
 from captioner.inference import Caption, Captioner
@@ -189,7 +188,7 @@ def index(library: Library, captioner: Captioner | str | Path, *, batch_size: in
             if good:
                 pixels = torch.stack([normalise(item.pixels, spec) for item in good])  # (batch, 3, size, size)
                 views = captioner.encode_pixels(pixels, flip_ensemble=options.get("flip_ensemble"))
-                decoded = captioner.decode(*views, photos=people.reader([os.fsdecode(item.found.path) for item in good]), **options)
+                decoded = captioner.decode(*views, photos=[os.fsdecode(item.found.path) for item in good], **options)
                 captions = {id(item): caption for item, caption in zip(good, decoded, strict=True)}
             when = datetime.now(timezone.utc).isoformat(timespec="seconds")
             rows = []

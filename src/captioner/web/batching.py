@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from captioner import people
 from captioner.inference import Caption, Captioner
 
 log = logging.getLogger(__name__)
@@ -169,7 +168,7 @@ class MicroBatcher:
             decode_started = time.perf_counter()
             captions = self.captioner.decode(grid[indices], None if mirrored is None else mirrored[indices],
                                              beam_size=options.beam_size, n_best=options.n_best,
-                                             photos=people.reader([jobs[index].photo for index in indices]))
+                                             photos=[jobs[index].photo for index in indices])
             decode_ms = (time.perf_counter() - decode_started) * 1000
             for index, caption in zip(indices, captions, strict=True):
                 job = jobs[index]
