@@ -15,7 +15,7 @@ which caption words are nouns), the same figures for a second recogniser, traine
 the training split's cached features (`captioner features`), a noun counting for a photo when two of its five
 captions use it (a noun: in WordNet's noun index and not its adjective or adverb ones, so no "white" or "down").
 It knows scenes ImageNet has no class for (mountain, lake, woods) and people, but only what
-Flickr8k shows; `dog_in_top1_without_dog` and `person_in_top1_without_person` say how much of its prior it
+Flickr8k shows; `dog_in_top1_without_animal` and `person_in_top1_without_person` say how much of its prior it
 carries onto photos that have neither.
 """
 from __future__ import annotations
@@ -48,8 +48,10 @@ MIN_TRAINING_PHOTOS = 15  # a noun the probe learns must describe at least this 
 class WordProbe:
     """Caption nouns from pooled encoder features: logistic regression fitted on Flickr8k's training photos."""
 
-    def __init__(self, config_path: str, wordnet_dir: Path, *, steps: int = 400, weight_decay: float = 1e-4):
+    def __init__(self, config_path: str, wordnet_dir: Path, encoder_name: str, *, steps: int = 400, weight_decay: float = 1e-4):
         config = load_config(config_path)
+        if config.encoder.name != encoder_name:
+            raise CaptionerError(f"{config_path} caches {config.encoder.name} features, not {encoder_name}'s: pass --config")
         _, splits, _ = load_prepared(config.data.prepared_dir)
         cache = open_prepared_features(config, splits)  # CaptionerError when `captioner features` has not run
         nouns = _lemmas(wordnet_dir / "index.noun") - _lemmas(wordnet_dir / "index.adj") - _lemmas(wordnet_dir / "index.adv")
@@ -113,10 +115,10 @@ def main() -> None:
     if recogniser is None:
         sys.exit(f"error: encoder {args.encoder} has no ImageNet head to recognise with")
     try:
-        probe = WordProbe(args.config, args.word_probe) if args.word_probe else None
+        probe = WordProbe(args.config, args.word_probe, args.encoder) if args.word_probe else None
     except (CaptionerError, OSError) as error:
         sys.exit(f"error: the word probe: {error}")
-    probe_hits: dict[str, list[bool]] = {"top1": [], "top3": [], "dog_in_top1_without_dog": [],
+    probe_hits: dict[str, list[bool]] = {"top1": [], "top3": [], "dog_in_top1_without_animal": [],
                                          "person_in_top1_without_person": []}
     details, hits = [], {"top1": [], "top3": [], "top1_specific": [], "top3_specific": []}
     evidence: dict[bool, list[float]] = {True: [], False: []}
@@ -135,14 +137,14 @@ def main() -> None:
         evidence[photo["person"]].append(recognition.person_evidence)
         details.append({"id": photo["id"], "subject": photo["subject"][:3], **recognition.to_dict(words=3)})
         if probe is not None:
-            ranked = probe.ranked(grid)
-            probe_hits["top1"].append(names_any(ranked[:1], subject))
-            probe_hits["top3"].append(names_any(ranked[:3], subject))
+            nouns = probe.ranked(grid)
+            probe_hits["top1"].append(names_any(nouns[:1], subject))
+            probe_hits["top3"].append(names_any(nouns[:3], subject))
             if not photo["animal"]:
-                probe_hits["dog_in_top1_without_dog"].append(names_any(ranked[:1], {"dog"}))
+                probe_hits["dog_in_top1_without_animal"].append(names_any(nouns[:1], {"dog"}))
             if not photo["person"]:
-                probe_hits["person_in_top1_without_person"].append(names_any(ranked[:1], PERSON_WORDS))
-            details[-1]["probe_words"] = ranked[:3]
+                probe_hits["person_in_top1_without_person"].append(names_any(nouns[:1], PERSON_WORDS))
+            details[-1]["probe_words"] = nouns[:3]
     result = {"split": args.split, "photos": len(photos), "encoder": args.encoder,
               **{f"subject_in_{name}": round(statistics.mean(values), 4) for name, values in hits.items()},
               "mean_person_evidence": {"with_person": round(statistics.mean(evidence[True]), 4) if evidence[True] else None,
