@@ -27,7 +27,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
 from eval_real_photos import DEFAULT_IMAGES, photo_files
 from real_photos.scoring import load_photos
@@ -40,6 +39,7 @@ from captioner.errors import CaptionerError
 from captioner.grounded import DETERMINERS, NOT_NOUNS, PERSON_WORDS, singular
 from captioner.grounding import Recogniser
 from captioner.pipeline import open_prepared_features
+from captioner.reranking import pooled_features
 
 GENERIC = {"animal", "food", "fruit", "drink", "plant", "vehicle", "clothing", "instrument", "furniture", "building", "tool"}
 MIN_TRAINING_PHOTOS = 15  # a noun the probe learns must describe at least this many training photos
@@ -55,18 +55,18 @@ class WordProbe:
         _, splits, _ = load_prepared(config.data.prepared_dir)
         cache = open_prepared_features(config, splits)  # CaptionerError when `captioner features` has not run
         nouns = _lemmas(wordnet_dir / "index.noun") - _lemmas(wordnet_dir / "index.adj") - _lemmas(wordnet_dir / "index.adv")
-        names = sorted(splits["train"])
-        photos_per_word = Counter(word for name in names for word in {w for caption in splits["train"][name] for w in caption})
+        names = cache.available(sorted(splits["train"]))
+        uses = [Counter(word for caption in splits["train"][name] for word in set(caption)) for name in names]  # captions per word
+        photos_per_word = Counter(word for photo in uses for word in photo)
         self.words = sorted(word for word, count in photos_per_word.items() if count >= MIN_TRAINING_PHOTOS
                             and word in nouns and word not in NOT_NOUNS | DETERMINERS and not word.endswith("ing"))
         column = {word: index for index, word in enumerate(self.words)}
         targets = torch.zeros(len(names), len(self.words))  # (photos, words): used by two of the five captions
-        for row, name in enumerate(names):
-            uses = Counter(word for caption in splits["train"][name] for word in set(caption))
-            for word, count in uses.items():
+        for row, photo in enumerate(uses):
+            for word, count in photo.items():
                 if word in column and count >= 2:
                     targets[row, column[word]] = 1.0
-        pooled = torch.stack([torch.from_numpy(np.array(cache.features[cache.row[name]])).float().mean(dim=0) for name in names])
+        pooled = pooled_features(cache.load(names))  # (photos, channels): what the caption memory compares
         self.mean, self.std = pooled.mean(dim=0), pooled.std(dim=0) + 1e-6
         inputs = (pooled - self.mean) / self.std  # (photos, channels)
         self.linear = torch.nn.Linear(inputs.shape[1], len(self.words))
@@ -84,7 +84,7 @@ class WordProbe:
     @torch.inference_mode()
     def ranked(self, grid: torch.Tensor) -> list[str]:
         """(1, pixels, channels) grid -> the probe's nouns, most probable first."""
-        probabilities = torch.sigmoid(self.linear((grid.float().mean(dim=1) - self.mean) / self.std))[0]
+        probabilities = torch.sigmoid(self.linear((pooled_features(grid) - self.mean) / self.std))[0]
         return [self.words[index] for index in probabilities.argsort(descending=True).tolist()]
 
 
